@@ -1,0 +1,147 @@
+"""Validation of submitted events: all or nothing, each error naming line and field.
+
+Used by ``tally emit`` and ``POST /api/v1/events``. Nothing here touches the
+log: callers append only what this module returned without error.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+import msgspec
+
+from bus.errors import EventError, InvalidEvents
+from bus.events import EVENT_TYPES, Event, EventBase
+
+__all__ = ["MAX_REPORTED_ERRORS", "events_from_body", "events_from_jsonl", "events_from_pairs"]
+
+#: At most this many errors are reported for one submission.
+MAX_REPORTED_ERRORS: Final = 20
+
+_decoder: Final = msgspec.json.Decoder(Event)
+_any_decoder: Final = msgspec.json.Decoder()
+_FIELD_AT = re.compile(r" - at `\$\.?([^`]*)`$")
+_KEY_IN = re.compile(r" - at `key` in `\$\.([^`]*)`$")
+
+
+def _event_error(line: int, exc: msgspec.MsgspecError, raw: object = None) -> EventError:
+    message = str(exc)
+    field: str | None = None
+    match = _KEY_IN.search(message) or _FIELD_AT.search(message)
+    if match:
+        field = match.group(1) or None
+        message = message[: match.start()]
+    if field == "type" and isinstance(raw, dict) and "type" in raw:
+        message = f"unknown event type {raw['type']!r}"
+    elif isinstance(exc, msgspec.ValidationError) and message.startswith("Object missing"):
+        name = re.search(r"`([^`]+)`", message)
+        field = name.group(1) if name else field
+    return EventError(line, message, field)
+
+
+def _convert(line: int, obj: object) -> Event:
+    try:
+        return msgspec.convert(obj, Event)
+    except msgspec.ValidationError as exc:
+        raise _event_error(line, exc, obj) from None
+
+
+def _collect(items: list[tuple[int, object]]) -> list[Event]:
+    events: list[Event] = []
+    errors: list[EventError] = []
+    for line, obj in items:
+        try:
+            events.append(_convert(line, obj))
+        except EventError as err:
+            errors.append(err)
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+    if errors:
+        raise InvalidEvents(errors)
+    return events
+
+
+def events_from_jsonl(data: bytes) -> list[Event]:
+    """Decode JSONL (blank lines skipped); every line is validated before any is returned."""
+    items: list[tuple[int, object]] = []
+    errors: list[EventError] = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            items.append((number, _any_decoder.decode(raw)))
+        except msgspec.DecodeError as exc:
+            errors.append(EventError(number, f"not valid JSON: {exc}"))
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+    if errors:
+        raise InvalidEvents(errors)
+    if not items:
+        raise InvalidEvents([EventError(1, "no events in the input")])
+    return _collect(items)
+
+
+def events_from_body(data: bytes, *, jsonl: bool = False) -> list[Event]:
+    """A JSON object, a JSON array of objects, or (``jsonl`` or several lines) JSONL.
+
+    For an array, the "line" in errors is the 1-based index of the element.
+    """
+    if jsonl:
+        return events_from_jsonl(data)
+    try:
+        doc = _any_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        if data.strip().count(b"\n"):
+            return events_from_jsonl(data)
+        raise InvalidEvents([EventError(1, f"not valid JSON: {exc}")]) from None
+    if isinstance(doc, list):
+        if not doc:
+            raise InvalidEvents([EventError(1, "no events in the input")])
+        return _collect(list(enumerate(doc, start=1)))
+    return _collect([(1, doc)])
+
+
+def _field_types(cls: type[EventBase]) -> dict[str, Any]:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return {f.name: f.type for f in info.fields}
+
+
+def _is_plain_str(t: Any) -> bool:
+    return isinstance(t, msgspec.inspect.StrType) or (
+        isinstance(t, msgspec.inspect.UnionType)
+        and any(isinstance(x, msgspec.inspect.StrType) for x in t.types)
+        and all(isinstance(x, msgspec.inspect.StrType | msgspec.inspect.NoneType) for x in t.types)
+    )
+
+
+def events_from_pairs(event_type: str, pairs: list[str]) -> Event:
+    """``TYPE key=value ...`` from the command line.
+
+    A value for a string field is taken as written; any other value is parsed
+    as JSON where it parses (``3``, ``true``, ``{"a":"b"}``) and kept as a
+    string otherwise, then the whole event is validated.
+    """
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None:
+        known = ", ".join(EVENT_TYPES)
+        raise InvalidEvents([EventError(1, f"unknown event type {event_type!r} (known: {known})")])
+    types = _field_types(cls)
+    obj: dict[str, object] = {"type": event_type}
+    errors: list[EventError] = []
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            errors.append(EventError(1, f"expected key=value, got {pair!r}"))
+            continue
+        if key in types and _is_plain_str(types[key]):
+            obj[key] = text
+            continue
+        try:
+            obj[key] = _any_decoder.decode(text)
+        except msgspec.DecodeError:
+            obj[key] = text
+    if errors:
+        raise InvalidEvents(errors)
+    return _collect([(1, obj)])[0]

@@ -1,0 +1,209 @@
+"""Metric primitives: families of series keyed by label values.
+
+No I/O and no wall clock here: time comes from event ts. State is plain
+dicts, lists and floats so that folds stay cheap and snapshots are exact.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_left
+from collections.abc import Sequence
+from typing import Final, Literal
+
+__all__ = [
+    "OVERFLOW",
+    "CounterFamily",
+    "Family",
+    "GaugeFamily",
+    "HistogramFamily",
+    "HistogramSeries",
+    "Kind",
+    "Labels",
+    "MetricNameError",
+    "OverflowCounts",
+    "validate_bounds",
+    "validate_label_name",
+    "validate_metric_name",
+]
+
+Kind = Literal["counter", "gauge", "histogram", "summary"]
+#: Label values in the order of the family's ``label_names``.
+Labels = tuple[str, ...]
+#: family name -> label sets refused by the cardinality guard.
+OverflowCounts = dict[str, float]
+
+OVERFLOW: Final = "__overflow__"
+DEFAULT_MAX_SERIES: Final = 10_000
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_RESERVED_LABELS: Final = frozenset({"le", "quantile"})
+
+
+class MetricNameError(ValueError):
+    """Raised when a metric name, label name or bucket layout is not valid."""
+
+
+def validate_metric_name(name: str) -> str:
+    if not _METRIC_NAME.fullmatch(name):
+        raise MetricNameError(f"invalid metric name {name!r}")
+    return name
+
+
+def validate_label_name(name: str) -> str:
+    if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+        raise MetricNameError(f"invalid label name {name!r}")
+    return name
+
+
+def validate_bounds(bounds: Sequence[float]) -> tuple[float, ...]:
+    """Histogram upper bounds: finite, strictly ascending; ``+Inf`` is implicit."""
+    out = tuple(float(b) for b in bounds)
+    if out and out[-1] == math.inf:
+        out = out[:-1]
+    if not out:
+        raise MetricNameError("a histogram needs at least one finite bucket bound")
+    for b in out:
+        if not math.isfinite(b):
+            raise MetricNameError(f"bucket bound {b!r} is not finite")
+    for lo, hi in zip(out, out[1:], strict=False):
+        if not lo < hi:
+            raise MetricNameError(f"bucket bounds must ascend strictly: {lo!r} then {hi!r}")
+    return out
+
+
+class _FamilyBase:
+    """Name, help, label names and the cardinality guard shared by every kind."""
+
+    __slots__ = ("help", "label_names", "max_series", "name", "overflow")
+    kind: Kind
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        label_names: Sequence[str] = (),
+        *,
+        max_series: int = DEFAULT_MAX_SERIES,
+        overflow: OverflowCounts | None = None,
+    ) -> None:
+        self.name = validate_metric_name(name)
+        self.help = help
+        names = tuple(validate_label_name(n) for n in label_names)
+        if len(set(names)) != len(names):
+            raise MetricNameError(f"duplicate label name in {names!r}")
+        self.label_names: tuple[str, ...] = names
+        self.max_series = max_series
+        self.overflow: OverflowCounts = {} if overflow is None else overflow
+
+    def _admit(self, labels: Labels, size: int) -> Labels:
+        """Labels for a series not yet present: itself, or the overflow series."""
+        if size < self.max_series:
+            return labels
+        self.overflow[self.name] = self.overflow.get(self.name, 0.0) + 1.0
+        return (OVERFLOW,) * len(self.label_names)
+
+
+class CounterFamily(_FamilyBase):
+    __slots__ = ("values",)
+    kind: Kind = "counter"
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        label_names: Sequence[str] = (),
+        *,
+        max_series: int = DEFAULT_MAX_SERIES,
+        overflow: OverflowCounts | None = None,
+    ) -> None:
+        super().__init__(name, help, label_names, max_series=max_series, overflow=overflow)
+        self.values: dict[Labels, float] = {}
+
+    def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
+        values = self.values
+        current = values.get(labels)
+        if current is None:
+            labels = self._admit(labels, len(values))
+            current = values.get(labels, 0.0)
+        values[labels] = current + amount
+
+
+class GaugeFamily(_FamilyBase):
+    __slots__ = ("values",)
+    kind: Kind = "gauge"
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        label_names: Sequence[str] = (),
+        *,
+        max_series: int = DEFAULT_MAX_SERIES,
+        overflow: OverflowCounts | None = None,
+    ) -> None:
+        super().__init__(name, help, label_names, max_series=max_series, overflow=overflow)
+        self.values: dict[Labels, float] = {}
+
+    def set(self, labels: Labels, value: float) -> None:
+        values = self.values
+        if labels not in values:
+            labels = self._admit(labels, len(values))
+        values[labels] = value
+
+    def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
+        values = self.values
+        current = values.get(labels)
+        if current is None:
+            labels = self._admit(labels, len(values))
+            current = values.get(labels, 0.0)
+        values[labels] = current + amount
+
+
+class HistogramSeries:
+    """Per-bucket (not cumulative) counts; the last slot is ``+Inf``."""
+
+    __slots__ = ("count", "counts", "sum")
+
+    def __init__(self, nbuckets: int) -> None:
+        self.counts: list[int] = [0] * (nbuckets + 1)
+        self.sum = 0.0
+        self.count = 0
+
+
+class HistogramFamily(_FamilyBase):
+    __slots__ = ("bounds", "series")
+    kind: Kind = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        label_names: Sequence[str] = (),
+        *,
+        bounds: Sequence[float],
+        max_series: int = DEFAULT_MAX_SERIES,
+        overflow: OverflowCounts | None = None,
+    ) -> None:
+        super().__init__(name, help, label_names, max_series=max_series, overflow=overflow)
+        if "le" in self.label_names:
+            raise MetricNameError(f"histogram {name!r} may not use the label 'le'")
+        self.bounds: tuple[float, ...] = validate_bounds(bounds)
+        self.series: dict[Labels, HistogramSeries] = {}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            labels = self._admit(labels, len(self.series))
+            series = self.series.get(labels)
+            if series is None:
+                series = self.series[labels] = HistogramSeries(len(self.bounds))
+        series.counts[bisect_left(self.bounds, value)] += 1
+        series.sum += value
+        series.count += 1
+
+
+# SummaryFamily lives in projections/summary.py (sliding-window sketch).
+Family = CounterFamily | GaugeFamily | HistogramFamily
