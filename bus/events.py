@@ -243,7 +243,7 @@ EVENT_TYPES: Final[dict[str, type[EventBase]]] = {
 }
 
 _encoder: Final = msgspec.json.Encoder()
-_decoder: Final = msgspec.json.Decoder(Event)
+_decoder: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 
 
 def decode_event(data: bytes | str) -> Event:

@@ -19,7 +19,6 @@ __all__ = ["MAX_REPORTED_ERRORS", "events_from_body", "events_from_jsonl", "even
 #: At most this many errors are reported for one submission.
 MAX_REPORTED_ERRORS: Final = 20
 
-_decoder: Final = msgspec.json.Decoder(Event)
 _any_decoder: Final = msgspec.json.Decoder()
 _FIELD_AT = re.compile(r" - at `\$\.?([^`]*)`$")
 _KEY_IN = re.compile(r" - at `key` in `\$\.([^`]*)`$")
@@ -42,7 +41,8 @@ def _event_error(line: int, exc: msgspec.MsgspecError, raw: object = None) -> Ev
 
 def _convert(line: int, obj: object) -> Event:
     try:
-        return msgspec.convert(obj, Event)
+        event: Event = msgspec.convert(obj, Event)
+        return event
     except msgspec.ValidationError as exc:
         raise _event_error(line, exc, obj) from None
 

@@ -10,6 +10,7 @@ import math
 import re
 from bisect import bisect_left
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Final, Literal
 
 __all__ = [
@@ -68,7 +69,7 @@ def validate_bounds(bounds: Sequence[float]) -> tuple[float, ...]:
     for b in out:
         if not math.isfinite(b):
             raise MetricNameError(f"bucket bound {b!r} is not finite")
-    for lo, hi in zip(out, out[1:], strict=False):
+    for lo, hi in pairwise(out):
         if not lo < hi:
             raise MetricNameError(f"bucket bounds must ascend strictly: {lo!r} then {hi!r}")
     return out
