@@ -20,6 +20,8 @@ __all__ = ["MAX_REPORTED_ERRORS", "events_from_body", "events_from_jsonl", "even
 MAX_REPORTED_ERRORS: Final = 20
 
 _any_decoder: Final = msgspec.json.Decoder()
+_event_decoder: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
+_list_decoder: Final[msgspec.json.Decoder[list[Event]]] = msgspec.json.Decoder(list[Event])
 _FIELD_AT = re.compile(r" - at `\$\.?([^`]*)`$")
 _KEY_IN = re.compile(r" - at `key` in `\$\.([^`]*)`$")
 
@@ -64,6 +66,17 @@ def _collect(items: list[tuple[int, object]]) -> list[Event]:
 
 def events_from_jsonl(data: bytes) -> list[Event]:
     """Decode JSONL (blank lines skipped); every line is validated before any is returned."""
+    try:
+        events = _event_decoder.decode_lines(data)
+    except msgspec.MsgspecError:
+        return _events_from_jsonl_slow(data)
+    if not events:
+        raise InvalidEvents([EventError(1, "no events in the input")])
+    return events
+
+
+def _events_from_jsonl_slow(data: bytes) -> list[Event]:
+    """The per-line path: only taken when the input has errors, to name each one."""
     items: list[tuple[int, object]] = []
     errors: list[EventError] = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
@@ -89,6 +102,16 @@ def events_from_body(data: bytes, *, jsonl: bool = False) -> list[Event]:
     """
     if jsonl:
         return events_from_jsonl(data)
+    stripped = data.lstrip()
+    try:
+        if stripped.startswith(b"["):
+            events = _list_decoder.decode(data)
+            if events:
+                return events
+        elif stripped.startswith(b"{") and stripped.rstrip().count(b"\n") == 0:
+            return [_event_decoder.decode(data)]
+    except msgspec.MsgspecError:
+        pass  # fall through to the detailed path, which names every error
     try:
         doc = _any_decoder.decode(data)
     except msgspec.DecodeError as exc:

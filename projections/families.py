@@ -78,7 +78,8 @@ def validate_bounds(bounds: Sequence[float]) -> tuple[float, ...]:
 class _FamilyBase:
     """Name, help, label names and the cardinality guard shared by every kind."""
 
-    __slots__ = ("help", "label_names", "max_series", "name", "overflow")
+    # __weakref__: renderers keep derived text caches keyed weakly by family.
+    __slots__ = ("__weakref__", "help", "label_names", "max_series", "name", "overflow")
     kind: Kind
 
     def __init__(

@@ -1,0 +1,216 @@
+"""Bus throughput: appends per durability policy beside raw os.write; reads beside decode_lines.
+
+Run: ``python -m benchmarks.bench_bus [--events N] [--out FILE]``. Everything happens
+in a temporary directory; each figure is the median of ``--repeat`` runs after a
+warm-up. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from benchmarks.workload import mixed_events, write_log
+from bus.events import Event, encode_events
+from bus.reader import BusReader
+from bus.segments import bus_dir, list_segments
+from bus.writer import BusConfig, BusWriter, Durability
+
+POLICIES: tuple[Durability, ...] = ("never", "interval", "always")
+BATCH = 1000
+#: A policy that syncs every append is measured for at most this long per run.
+TIME_BOX_S = 1.0
+
+
+def _median_rate(run: Callable[[], int], repeat: int) -> float:
+    """Events per second: median of ``repeat`` timed runs after one warm-up run."""
+    run()
+    rates = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        n = run()
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+class _Appends:
+    """Append runs, each into a fresh directory under ``root``."""
+
+    def __init__(self, root: Path, events: list[Event]) -> None:
+        self.root = root
+        self.events = events
+        self.batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
+        self.encoded = [encode_events(batch) for batch in self.batches]
+        self.lines = encode_events(events).splitlines(keepends=True)
+        self._dirs = count()
+
+    def fresh(self) -> Path:
+        path = self.root / f"run{next(self._dirs)}"
+        path.mkdir()
+        return path
+
+    def writer_run(self, policy: Durability, size: int, *, encoded: bool = False) -> int:
+        config = BusConfig(durability=policy)
+        deadline = time.perf_counter() + TIME_BOX_S if policy == "always" else float("inf")
+        n = 0
+        with BusWriter(self.fresh(), config) as writer:
+            if size == 1:
+                for event in self.events:
+                    writer.append([event])
+                    n += 1
+                    if n % 64 == 0 and time.perf_counter() > deadline:
+                        break
+            else:
+                for batch, data in zip(self.batches, self.encoded, strict=True):
+                    if encoded:
+                        writer.append_encoded(data, len(batch))
+                    else:
+                        writer.append(batch)
+                    n += len(batch)
+                    if time.perf_counter() > deadline:
+                        break
+        return n
+
+    def ceiling_run(self, size: int, *, fdatasync: bool = False) -> int:
+        """Bare ``os.write`` of the same bytes in the same sizes, no lock, no offsets."""
+        chunks = self.lines if size == 1 else self.encoded
+        deadline = time.perf_counter() + TIME_BOX_S if fdatasync else float("inf")
+        path = self.fresh() / "raw.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        n = 0
+        try:
+            for data in chunks:
+                os.write(fd, data)
+                if fdatasync:
+                    os.fdatasync(fd)
+                n += size
+                if fdatasync and time.perf_counter() > deadline:
+                    break
+        finally:
+            os.close(fd)
+        return min(n, len(self.events))
+
+
+def bench_append(root: Path, n_events: int, repeat: int) -> dict[str, float]:
+    appends = _Appends(root, list(mixed_events(n_events, seed=7)))
+    results: dict[str, float] = {}
+    for size, label in ((1, "single"), (BATCH, f"batch{BATCH}")):
+        for policy in POLICIES:
+            rate = _median_rate(partial(appends.writer_run, policy, size), repeat)
+            results[f"append.{label}_{policy}_events_per_s"] = rate
+        results[f"append.{label}_ceiling_events_per_s"] = _median_rate(
+            partial(appends.ceiling_run, size), repeat
+        )
+        results[f"append.{label}_ceiling_fdatasync_events_per_s"] = _median_rate(
+            partial(appends.ceiling_run, size, fdatasync=True), repeat
+        )
+    results[f"append.batch{BATCH}_encoded_interval_events_per_s"] = _median_rate(
+        lambda: appends.writer_run("interval", BATCH, encoded=True), repeat
+    )
+    return results
+
+
+def bench_read(root: Path, n_events: int, repeat: int) -> dict[str, float]:
+    data_dir = root / "read"
+    end = write_log(data_dir, n_events)
+    segments = [seg.path for seg in list_segments(bus_dir(data_dir))]
+    decoder = msgspec.json.Decoder(Event)
+    chunk = BusReader(data_dir).chunk_bytes
+
+    def reader_run() -> int:
+        reader = BusReader(data_dir)
+        for _ in reader.read_from(0):
+            pass
+        assert reader.stats.corrupt == 0
+        return reader.stats.events
+
+    def reader_offsets_run() -> int:
+        n = 0
+        for batch in BusReader(data_dir).read_from(0):
+            for _offset, _event in batch:
+                n += 1
+        return n
+
+    def bare_run() -> int:
+        return sum(len(decoder.decode_lines(path.read_bytes())) for path in segments)
+
+    def bare_chunked_run() -> int:
+        n = 0
+        for path in segments:
+            with open(path, "rb", buffering=0) as f:
+                rest = b""
+                while data := f.read(chunk):
+                    buf = rest + data
+                    cut = buf.rfind(b"\n") + 1
+                    n += len(decoder.decode_lines(memoryview(buf)[:cut]))
+                    rest = buf[cut:]
+        return n
+
+    reader_rate = _median_rate(reader_run, repeat)
+    bare_rate = _median_rate(bare_run, repeat)
+    chunked_rate = _median_rate(bare_chunked_run, repeat)
+    return {
+        "read.events": float(n_events),
+        "read.bytes": float(end),
+        "read.events_per_s": reader_rate,
+        "read.with_offsets_events_per_s": _median_rate(reader_offsets_run, repeat),
+        "read.decode_lines_events_per_s": bare_rate,
+        "read.decode_lines_chunked_events_per_s": chunked_rate,
+        "read.ratio_to_decode": bare_rate / reader_rate,
+        "read.ratio_to_chunked_decode": chunked_rate / reader_rate,
+    }
+
+
+def _table(results: dict[str, float]) -> str:
+    rows = []
+    for key, value in results.items():
+        if key.endswith("_per_s"):
+            text = f"{value / 1e6:10.3f} M/s"
+        elif "ratio" in key:
+            text = f"{value:10.3f} x  (time / time of bare decode)"
+        else:
+            text = f"{value:14,.0f}"
+        rows.append(f"{key:52s} {text}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the read log")
+    parser.add_argument("--append-events", type=int, default=200_000, help="events per append run")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results-bus.json"))
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="tally-bench-bus-") as tmp:
+        root = Path(tmp)
+        results = bench_append(root, args.append_events, args.repeat)
+        results |= bench_read(root, args.events, args.repeat)
+    print(_table(results))
+    meta: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "msgspec": msgspec.__version__,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "repeat": args.repeat,
+        "append_events": args.append_events,
+        "time_box_s_for_fsync_runs": TIME_BOX_S,
+    }
+    args.out.write_bytes(msgspec.json.format(msgspec.json.encode({"meta": meta, **results})))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

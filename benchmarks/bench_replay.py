@@ -1,0 +1,123 @@
+"""Replay throughput: read + fold of the mixed log, beside bare ``decode_lines`` of its bytes.
+
+Run: ``python -m benchmarks.bench_replay [--events N] [--repeat R] [--out FILE]``. The log
+is written with ``workload.write_log`` into a temporary directory; each figure is the
+median of ``--repeat`` runs after one warm-up run. Targets: replay at least 1,000,000
+events/s, and at most twice the time of bare decoding (``replay.ratio_to_decode <= 2``).
+Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from benchmarks.workload import write_log
+from bus.events import Event
+from bus.reader import BusReader
+from bus.segments import bus_dir, list_segments
+from projections.config import ProjectionConfig
+from projections.fold import Projection
+from projections.replay import replay
+
+DEFAULT_OUT: Final = Path(__file__).with_name("results-replay.json")
+TARGET_EVENTS_PER_S: Final = 1_000_000
+TARGET_RATIO: Final = 2.0
+
+
+def _median_seconds(run: Callable[[], object], repeat: int) -> float:
+    """Median wall time of ``repeat`` runs after one warm-up run."""
+    run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _log_bytes(data_dir: Path) -> bytes:
+    return b"".join(seg.path.read_bytes() for seg in list_segments(bus_dir(data_dir)))
+
+
+def bench(data_dir: Path, n: int, repeat: int) -> dict[str, Any]:
+    """Write the log, then time decode, read, fold and replay of it."""
+    write_log(data_dir, n)
+    data = _log_bytes(data_dir)
+    decoder = msgspec.json.Decoder(Event)
+    config = ProjectionConfig()
+    events: list[Event] = decoder.decode_lines(data)
+    assert len(events) == n, (len(events), n)
+
+    def read_only() -> None:
+        for _ in BusReader(data_dir).read_from(0):
+            pass
+
+    def fold_only() -> None:
+        Projection(config).fold_events(events)
+
+    timings = {
+        "decode": _median_seconds(lambda: decoder.decode_lines(data), repeat),
+        "read": _median_seconds(read_only, repeat),
+        "fold": _median_seconds(fold_only, repeat),
+        "replay": _median_seconds(lambda: replay(data_dir, config=config), repeat),
+    }
+    results: dict[str, Any] = {
+        key: {"seconds": s, "events_per_s": n / s, "ns_per_event": s / n * 1e9}
+        for key, s in timings.items()
+    }
+    results["replay"]["ratio_to_decode"] = timings["replay"] / timings["decode"]
+    results["replay"]["meets_events_per_s"] = n / timings["replay"] >= TARGET_EVENTS_PER_S
+    results["replay"]["meets_ratio"] = results["replay"]["ratio_to_decode"] <= TARGET_RATIO
+    results["log"] = {"events": n, "bytes": len(data)}
+    return results
+
+
+def _table(results: dict[str, Any]) -> str:
+    rows = [f"{'stage':10s} {'seconds':>9s} {'events/s':>12s} {'ns/event':>9s}"]
+    for key in ("decode", "read", "fold", "replay"):
+        r = results[key]
+        rows.append(
+            f"{key:10s} {r['seconds']:9.3f} {r['events_per_s']:12,.0f} {r['ns_per_event']:9.0f}"
+        )
+    replay_ = results["replay"]
+    rows.append(
+        f"replay / decode = {replay_['ratio_to_decode']:.2f} (target <= {TARGET_RATIO}); "
+        f"replay {replay_['events_per_s']:,.0f} events/s (target >= {TARGET_EVENTS_PER_S:,})"
+    )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_replay", description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the log")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per figure")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="tally-bench-replay-") as tmp:
+        results = bench(Path(tmp), args.events, args.repeat)
+    print(_table(results))
+    meta: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "msgspec": msgspec.__version__,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "repeat": args.repeat,
+    }
+    args.out.write_bytes(msgspec.json.format(msgspec.json.encode({"meta": meta, **results})))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

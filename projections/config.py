@@ -1,0 +1,80 @@
+"""Projection settings: the ``[projections]`` table of ``tally.toml``.
+
+Rule: configuration is a frozen value passed in explicitly; it is validated
+when built (or decoded) and never read from the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from itertools import pairwise
+from typing import Final
+
+import msgspec
+
+__all__ = ["DEFAULT_BUCKETS", "ITERATION_BUCKETS", "ProjectionConfig"]
+
+#: ``P_iteration_duration_seconds`` buckets from DESIGN.md.
+ITERATION_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+#: Prometheus' default buckets, for histograms created by ``metric`` events.
+DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+_PREFIX: Final = re.compile(r"[a-zA-Z][a-zA-Z0-9_]*")
+#: Prefixes whose families belong to someone else (see ``catalogue.RESERVED_PREFIXES``).
+_TAKEN: Final = ("conductor", "tally")
+
+
+def _check_buckets(field: str, buckets: tuple[float, ...]) -> None:
+    if not buckets:
+        raise ValueError(f"{field}: needs at least one bucket bound")
+    for b in buckets:
+        if not math.isfinite(b):
+            raise ValueError(f"{field}: bound {b!r} is not finite (+Inf is implicit)")
+    for lo, hi in pairwise(buckets):
+        if not lo < hi:
+            raise ValueError(f"{field}: bounds must ascend strictly, got {lo!r} then {hi!r}")
+
+
+class ProjectionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How events are folded: family names, bucket layouts, guards and windows.
+
+    Raises ``ValueError`` when built with invalid values (``msgspec.ValidationError``
+    when decoded from TOML/JSON), naming the field.
+    """
+
+    #: ``P`` in the loop families (``P_iterations_total`` ...): letters, digits, ``_``.
+    loop_prefix: str = "ralph_loop"
+    #: Upper bounds of ``P_iteration_duration_seconds`` (strictly ascending, finite).
+    iteration_buckets: tuple[float, ...] = ITERATION_BUCKETS
+    #: Upper bounds of histograms created by ``metric`` events.
+    default_buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    #: Series per family (and loops tracked) before updates go to the overflow series.
+    max_series_per_family: int = 10_000
+    #: Sliding window of summaries, in event-time seconds.
+    summary_window_s: float = 600.0
+    #: Number of sub-windows the summary window rotates through.
+    summary_age_buckets: int = 5
+
+    def __post_init__(self) -> None:
+        prefix = self.loop_prefix
+        if not _PREFIX.fullmatch(prefix) or prefix.endswith("_"):
+            raise ValueError(
+                f"loop_prefix: {prefix!r} is not a metric name prefix "
+                "(a letter, then letters, digits or '_', not ending in '_')"
+            )
+        if prefix in _TAKEN or prefix.startswith(tuple(f"{t}_" for t in _TAKEN)):
+            raise ValueError(f"loop_prefix: {prefix!r} collides with conductor_/tally_ names")
+        _check_buckets("iteration_buckets", self.iteration_buckets)
+        _check_buckets("default_buckets", self.default_buckets)
+        if self.max_series_per_family < 1:
+            raise ValueError("max_series_per_family: must be at least 1")
+        if not (math.isfinite(self.summary_window_s) and self.summary_window_s > 0):
+            raise ValueError("summary_window_s: must be a positive number of seconds")
+        if self.summary_age_buckets < 1:
+            raise ValueError("summary_age_buckets: must be at least 1")
+
+    def fingerprint(self) -> str:
+        """A short digest of every setting: state folded under another config is not reusable."""
+        return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:16]

@@ -1,0 +1,246 @@
+"""Routes of the tally HTTP API; the one place errors become HTTP statuses.
+
+Reads render the worker's in-memory state; writes validate everything, then
+go through the group committer. This process's own gauges and request counts
+are overlaid at render and never written to the log.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final
+
+import msgspec
+
+from bus.errors import InvalidEvents
+from bus.events import MetricsReset
+from bus.validate import events_from_body
+from projections.families import CounterFamily, GaugeFamily
+from projections.negotiate import Format, content_type, negotiate
+from projections.render import render_families
+from projections.summary import AnyFamily
+from server.http import Handler, Request, Response, Router, gzip_if_accepted
+from server.ingest import GroupCommitter
+from server.sse import SseHub, Subscriber
+from server.worker import ProjectionWorker
+
+__all__ = ["App", "tally_version"]
+
+log = logging.getLogger("tally.app")
+
+FORMATS: Final[tuple[Format, ...]] = ("prometheus", "openmetrics", "json", "statsd")
+API_REQUESTS: Final = "conductor_api_requests_total"
+
+
+def tally_version() -> str:
+    try:
+        return version("tally")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class App:
+    def __init__(
+        self,
+        worker: ProjectionWorker,
+        committer: GroupCommitter,
+        hub: SseHub,
+        *,
+        token: str | None = None,
+        protect_reads: bool = False,
+        sse_min_interval_s: float = 0.1,
+    ) -> None:
+        self.worker = worker
+        self.committer = committer
+        self.hub = hub
+        self.token = token
+        self.protect_reads = protect_reads
+        self.sse_min_interval_s = sse_min_interval_s
+        self.started = time.monotonic()
+        self.requests: dict[tuple[str, str], float] = {}
+        self.version = tally_version()
+        router = Router()
+        self._read("/metrics", self.metrics, router)
+        self._read("/api/v1/metrics", self.api_metrics, router)
+        self._read("/api/v1/status", self.status, router)
+        self._read("/api/v1/stream", self.stream, router)
+        router.add("/healthz", ["GET"], self.healthz)
+        router.add("/readyz", ["GET"], self.readyz)
+        router.add("/api/v1/events", ["POST"], self._guard(self.post_events))
+        router.add("/api/v1/reset", ["POST"], self._guard(self.post_reset))
+        self.router = router
+
+    async def __call__(self, request: Request) -> Response:
+        return await self.router(request)
+
+    def count_response(self, method: str, status: int) -> None:
+        """Every response this server sends, for conductor_api_requests_total."""
+        key = (method or "UNKNOWN", str(status))
+        self.requests[key] = self.requests.get(key, 0.0) + 1.0
+
+    # -- auth ------------------------------------------------------------------
+
+    def _authorized(self, request: Request) -> bool:
+        if self.token is None:
+            return True
+        given = request.header("authorization") or ""
+        scheme, _, credential = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credential.strip().encode(), self.token.encode()
+        )
+
+    def _guard(self, handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            if not self._authorized(request):
+                response = Response.json(401, {"error": "missing or wrong bearer token"})
+                response.headers.append(("www-authenticate", 'Bearer realm="tally"'))
+                return response
+            return await handler(request)
+
+        return guarded
+
+    def _read(self, path: str, handler: Handler, router: Router) -> None:
+        router.add(path, ["GET"], self._guard(handler) if self.protect_reads else handler)
+
+    # -- rendering -------------------------------------------------------------
+
+    def overlay(self) -> list[AnyFamily]:
+        """This process's own families, merged over the projection's at render."""
+        uptime = GaugeFamily("conductor_uptime_seconds", "Seconds since this tally server started.")
+        uptime.set((), time.monotonic() - self.started)
+        end = GaugeFamily("tally_end_offset_bytes", "Byte offset of the end of the bus.")
+        end.set((), float(self.worker.reader.end_offset()))
+        checkpoint = GaugeFamily(
+            "tally_checkpoint_offset_bytes", "Bus offset of the newest checkpoint (-1: none yet)."
+        )
+        last = self.worker.last_checkpoint
+        checkpoint.set((), float(last.offset) if last else -1.0)
+        subscribers = GaugeFamily("tally_sse_subscribers", "Connected SSE subscribers.")
+        subscribers.set((), float(len(self.hub.subscribers)))
+        conflated = CounterFamily(
+            "tally_sse_conflated_updates_total",
+            "Series updates replaced by a newer value before a slow subscriber received them.",
+        )
+        conflated.inc((), float(self.hub.conflated_total))
+        resyncs = CounterFamily(
+            "tally_sse_resyncs_total",
+            "Subscribers whose pending buffer overflowed and were resent a snapshot.",
+        )
+        resyncs.inc((), float(self.hub.resyncs_total))
+        frames = CounterFamily("tally_sse_frames_total", "SSE frames sent to subscribers.")
+        frames.inc((), float(self.hub.frames_total))
+        return [uptime, end, checkpoint, subscribers, conflated, resyncs, frames]
+
+    def families(self) -> list[AnyFamily]:
+        merged: dict[str, AnyFamily] = {f.name: f for f in self.worker.projection.families()}
+        for family in self.overlay():
+            merged[family.name] = family
+        folded = merged.get(API_REQUESTS)
+        api = CounterFamily(
+            API_REQUESTS,
+            folded.help if folded else "API requests by method and status.",
+            ("method", "status"),
+        )
+        if isinstance(folded, CounterFamily):
+            api.values.update(folded.values)
+        for labels, n in self.requests.items():
+            api.values[labels] = api.values.get(labels, 0.0) + n
+        merged[API_REQUESTS] = api
+        return [merged[name] for name in sorted(merged)]
+
+    def render(self, fmt: Format) -> bytes:
+        return render_families(self.families(), fmt, loops=self.worker.projection.loops())
+
+    # -- handlers --------------------------------------------------------------
+
+    async def metrics(self, request: Request) -> Response:
+        fmt = negotiate(request.header("accept"))
+        body = self.render(fmt)
+        return gzip_if_accepted(request, Response(200, [("content-type", content_type(fmt))], body))
+
+    async def api_metrics(self, request: Request) -> Response:
+        name = request.query.get("format", "json")
+        if name not in FORMATS:
+            return Response.json(400, {"error": f"format must be one of {', '.join(FORMATS)}"})
+        fmt: Format = name
+        body = self.render(fmt)
+        return gzip_if_accepted(request, Response(200, [("content-type", content_type(fmt))], body))
+
+    async def status(self, request: Request) -> Response:
+        projection = self.worker.projection
+        end = self.worker.reader.end_offset()
+        last = self.worker.last_checkpoint
+        body: dict[str, Any] = {
+            "version": self.version,
+            "uptime_s": time.monotonic() - self.started,
+            "ready": self.worker.ready.is_set(),
+            "folded_offset": projection.offset,
+            "end_offset": end,
+            "lag_bytes": max(0, end - projection.offset),
+            "events_by_type": dict(sorted(projection.events_by_type.items())),
+            "corrupt_lines": projection.corrupt_lines,
+            "unknown_events": projection.unknown_events,
+            "sse_subscribers": len(self.hub.subscribers),
+            "restored_from_offset": self.worker.restored_from,
+            "last_checkpoint": None
+            if last is None
+            else {"offset": last.offset, "age_s": max(0.0, time.time() - last.mtime)},
+            "ingest": {
+                "groups_written": self.committer.groups_written,
+                "events_written": self.committer.events_written,
+            },
+        }
+        return Response.json(200, body)
+
+    async def healthz(self, request: Request) -> Response:
+        return Response.text(200, "ok\n")
+
+    async def readyz(self, request: Request) -> Response:
+        if self.worker.ready.is_set():
+            return Response.text(200, "ready\n")
+        return Response.text(503, "replaying the bus\n")
+
+    async def post_events(self, request: Request) -> Response:
+        ctype = (request.header("content-type") or "").split(";")[0].strip().lower()
+        try:
+            events = events_from_body(
+                request.body, jsonl=ctype in ("application/x-ndjson", "application/jsonl")
+            )
+        except InvalidEvents as exc:
+            errors = [{"line": e.line, "field": e.field, "error": e.reason} for e in exc.errors]
+            return Response.json(
+                400, {"error": "invalid events; nothing appended", "errors": errors}
+            )
+        offsets = await self.committer.submit(events)
+        return Response.json(
+            200, {"appended": len(offsets), "first_offset": offsets[0], "last_offset": offsets[-1]}
+        )
+
+    async def post_reset(self, request: Request) -> Response:
+        prefix = request.query.get("prefix", "")
+        if request.body.strip():
+            try:
+                doc = msgspec.json.decode(request.body, type=dict[str, str])
+            except msgspec.MsgspecError as exc:
+                return Response.json(400, {"error": f'expected {{"prefix": "..."}}: {exc}'})
+            prefix = doc.get("prefix", prefix)
+        offsets = await self.committer.submit([MetricsReset(prefix=prefix)])
+        return Response.json(200, {"prefix": prefix, "offset": offsets[0]})
+
+    async def stream(self, request: Request) -> Response:
+        try:
+            interval = float(request.query.get("interval", self.hub.default_interval_s))
+        except ValueError:
+            return Response.json(400, {"error": "interval must be a number of seconds"})
+        if not interval >= self.sse_min_interval_s:
+            return Response.json(400, {"error": f"interval must be >= {self.sse_min_interval_s}"})
+        sub = Subscriber(match=request.query.get("match", ""), interval_s=interval)
+        headers = [
+            ("content-type", "text/event-stream; charset=utf-8"),
+            ("cache-control", "no-cache"),
+            ("x-accel-buffering", "no"),
+        ]
+        return Response(200, headers, stream=self.hub.stream(sub))

@@ -1,0 +1,147 @@
+"""Projection checkpoints: atomic snapshot files, the newest two kept.
+
+A snapshot carries the identity of the log it was folded from, so one taken
+from a replaced or truncated log is reported and ignored, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from bus.segments import bus_dir, list_segments
+from projections.config import ProjectionConfig
+from projections.fold import Projection
+from projections.snapshot import SnapshotError, decode_snapshot, encode_snapshot
+
+__all__ = ["KEEP", "Checkpoint", "CheckpointStore", "bus_identity"]
+
+log = logging.getLogger("tally.checkpoint")
+
+KEEP: Final = 2
+_SUFFIX: Final = ".snap"
+_HEAD_BYTES: Final = 4096
+_TAIL_BYTES: Final = 256
+
+
+def _read_at(data_dir: Path, offset: int, length: int) -> bytes:
+    """``length`` bytes of the log ending at global ``offset`` (fewer at the start)."""
+    start = max(0, offset - length)
+    out = bytearray()
+    for seg in list_segments(bus_dir(data_dir)):
+        size = seg.path.stat().st_size
+        lo, hi = max(start, seg.base), min(offset, seg.base + size)
+        if lo >= hi:
+            continue
+        with seg.path.open("rb") as fh:
+            fh.seek(lo - seg.base)
+            out += fh.read(hi - lo)
+    return bytes(out)
+
+
+def bus_identity(data_dir: Path, offset: int) -> str:
+    """A digest of the log's first bytes and of the bytes just before ``offset``.
+
+    Two logs agree on it when one is the other grown by appends; a replaced,
+    rewritten or truncated log (or one shorter than ``offset``) does not.
+    """
+    digest = hashlib.sha256()
+    digest.update(_read_at(data_dir, min(offset, _HEAD_BYTES), _HEAD_BYTES))
+    tail = _read_at(data_dir, offset, _TAIL_BYTES)
+    digest.update(len(tail).to_bytes(8, "big"))
+    digest.update(tail)
+    return f"{offset}:{digest.hexdigest()[:32]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    path: Path
+    offset: int
+    mtime: float
+
+
+class CheckpointStore:
+    """``<data-dir>/snapshots/<20-digit offset>.snap`` files, written atomically."""
+
+    def __init__(self, data_dir: Path, *, keep: int = KEEP) -> None:
+        self.data_dir = data_dir
+        self.dir = data_dir / "snapshots"
+        self.keep = keep
+
+    def list(self) -> list[Checkpoint]:
+        """Checkpoints, newest (highest offset) first."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            stem, suffix = name[: -len(_SUFFIX)], name[-len(_SUFFIX) :]
+            if suffix != _SUFFIX or len(stem) != 20 or not stem.isdigit():
+                continue
+            path = self.dir / name
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            found.append(Checkpoint(path, int(stem), mtime))
+        return sorted(found, key=lambda c: c.offset, reverse=True)
+
+    def save(self, projection: Projection) -> Checkpoint:
+        """Write a snapshot of ``projection`` (temporary file, fsync, rename), prune old ones."""
+        return self.write(*self.prepare(projection))
+
+    def prepare(self, projection: Projection) -> tuple[int, bytes]:
+        """Encode the state (must not run concurrently with the fold)."""
+        offset = projection.offset
+        return offset, encode_snapshot(projection, bus_identity=bus_identity(self.data_dir, offset))
+
+    def write(self, offset: int, data: bytes) -> Checkpoint:
+        """Write encoded state atomically; may run in a thread."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        final = self.dir / f"{offset:020d}{_SUFFIX}"
+        tmp = self.dir / f".{offset:020d}{_SUFFIX}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        dir_fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        for old in self.list()[self.keep :]:
+            old.path.unlink(missing_ok=True)
+        return Checkpoint(final, offset, final.stat().st_mtime)
+
+    def load_latest(self, config: ProjectionConfig) -> Projection | None:
+        """The newest snapshot that is valid, compatible and of this log; ``None`` if none is.
+
+        Each one passed over is logged with its reason; the caller then
+        replays from the start.
+        """
+        for checkpoint in self.list():
+            try:
+                projection, meta = decode_snapshot(checkpoint.path.read_bytes(), config)
+            except (SnapshotError, OSError) as exc:
+                log.warning("ignoring checkpoint %s: %s", checkpoint.path, exc)
+                continue
+            expected = bus_identity(self.data_dir, meta.offset)
+            if meta.bus_identity != expected:
+                log.warning(
+                    "ignoring checkpoint %s: it was taken from another log "
+                    "(replaced or truncated since)",
+                    checkpoint.path,
+                )
+                continue
+            return projection
+        return None

@@ -1,0 +1,382 @@
+"""The `tally` command line: one `main`, the one place errors become exit codes.
+
+Exit codes: 0 success; 1 the log has corrupt lines (`check`) or a runtime
+failure; 2 bad input or usage (nothing was appended).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from bus.errors import InvalidEvents, TallyError
+from bus.events import Event, event_json_schema
+from bus.validate import events_from_body, events_from_jsonl, events_from_pairs
+from server.config import TallyConfig, load_config
+
+__all__ = ["main"]
+
+DEFAULT_DATA_DIR: Final = "./tally-data"
+FORMATS: Final = ("prometheus", "openmetrics", "json", "statsd")
+
+_json: Final = msgspec.json.Encoder()
+
+
+class UsageError(TallyError):
+    """Raised when the command line itself is wrong (exit 2)."""
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or os.environ.get("TALLY_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def _config(args: argparse.Namespace) -> TallyConfig:
+    return load_config(_data_dir(args))
+
+
+# -- emit -------------------------------------------------------------------
+
+
+def _read_emit_input(args: argparse.Namespace) -> list[Event]:
+    if args.json is not None:
+        if args.type or args.pairs:
+            raise UsageError("emit: give either --json or TYPE key=value..., not both")
+        return events_from_body(args.json.encode())
+    if args.type == "-":
+        if args.pairs:
+            raise UsageError("emit: '-' reads JSONL from stdin and takes no key=value pairs")
+        return events_from_jsonl(sys.stdin.buffer.read())
+    if not args.type:
+        raise UsageError("emit: give TYPE key=value..., --json '{...}', or - for JSONL on stdin")
+    return [events_from_pairs(args.type, args.pairs)]
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    from bus.writer import BusWriter
+
+    events = _read_emit_input(args)  # validates everything before any byte is written
+    data_dir = _data_dir(args)
+    with BusWriter(data_dir, _config(args).bus) as writer:
+        offsets = writer.append(events)
+    sys.stdout.write("".join(f"{offset}\n" for offset in offsets))
+    return 0
+
+
+# -- check ------------------------------------------------------------------
+
+
+class CheckReport(msgspec.Struct, kw_only=True):
+    data_dir: str
+    segments: int
+    bytes: int
+    events: int
+    events_by_type: dict[str, int]
+    corrupt_lines: int
+    unknown_events: int
+    unknown_types: dict[str, int]
+    torn_tail: bool
+    end_offset: int
+    quarantine: str
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bus.reader import BusReader
+    from bus.segments import bus_dir, list_segments
+
+    data_dir = _data_dir(args)
+    if not bus_dir(data_dir).is_dir():
+        raise UsageError(f"check: no bus at {bus_dir(data_dir)}")
+    reader = BusReader(data_dir)
+    by_type: dict[str, int] = {}
+    unknown_types: dict[str, int] = {}
+    events = corrupt = unknown = 0
+    for batch in reader.read_from(0):
+        events += len(batch.events)
+        corrupt += batch.corrupt
+        unknown += batch.unknown
+        for event in batch.events:
+            tag = type(event).__struct_config__.tag
+            by_type[str(tag)] = by_type.get(str(tag), 0) + 1
+        for tag, n in batch.unknown_types.items():
+            unknown_types[tag] = unknown_types.get(tag, 0) + n
+    segments = list_segments(bus_dir(data_dir))
+    report = CheckReport(
+        data_dir=str(data_dir),
+        segments=len(segments),
+        bytes=sum(seg.path.stat().st_size for seg in segments),
+        events=events,
+        events_by_type=dict(sorted(by_type.items())),
+        corrupt_lines=corrupt,
+        unknown_events=unknown,
+        unknown_types=dict(sorted(unknown_types.items())),
+        torn_tail=reader.torn_tail(),
+        end_offset=reader.end_offset(),
+        quarantine=str(data_dir / "quarantine.jsonl"),
+    )
+    if args.json:
+        sys.stdout.write(_json.encode(report).decode() + "\n")
+    else:
+        lines = [
+            f"data dir        {report.data_dir}",
+            f"segments        {report.segments}",
+            f"bytes           {report.bytes}",
+            f"events          {report.events}",
+            *(f"  {tag:<22}{n}" for tag, n in report.events_by_type.items()),
+            f"corrupt lines   {report.corrupt_lines}"
+            + (f" (see {report.quarantine})" if corrupt else ""),
+            f"unknown events  {report.unknown_events}",
+            *(f"  {tag:<22}{n}" for tag, n in report.unknown_types.items()),
+            f"torn tail       {'yes' if report.torn_tail else 'no'}",
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
+    return 1 if corrupt else 0
+
+
+# -- tail -------------------------------------------------------------------
+
+
+def _tail_lines(batch: object) -> bytes:
+    out = bytearray()
+    for offset, event in batch:  # type: ignore[attr-defined]
+        record = msgspec.to_builtins(event)
+        out += _json.encode({"offset": offset, **record})
+        out += b"\n"
+    return bytes(out)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from bus.reader import BusReader
+
+    data_dir = _data_dir(args)
+    reader = BusReader(data_dir)
+    offset = args.from_offset
+    out = sys.stdout.buffer
+    for batch in reader.read_from(offset):
+        out.write(_tail_lines(batch))
+        offset = batch.end
+    out.flush()
+    if not args.follow:
+        return 0
+
+    import anyio
+
+    from bus.follower import follow
+
+    async def run() -> None:
+        async for batch in follow(data_dir, offset):
+            out.write(_tail_lines(batch))
+            out.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(run)
+    return 0
+
+
+# -- schema -----------------------------------------------------------------
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(msgspec.json.format(_json.encode(event_json_schema()), indent=2).decode())
+    sys.stdout.write("\n")
+    return 0
+
+
+# -- replay -----------------------------------------------------------------
+
+
+#: Replays of logs smaller than this finish too fast to need a progress line.
+PROGRESS_MIN_BYTES: Final = 64 << 20
+
+
+def _progress_printer() -> Callable[[int, int], None]:
+    def progress(done: int, end: int) -> None:
+        if end < PROGRESS_MIN_BYTES:
+            return
+        pct = 100.0 * done / end if end else 100.0
+        sys.stderr.write(f"\rreplaying {done:,}/{end:,} bytes ({pct:5.1f}%)")
+        if done >= end:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return progress
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from projections.render import render_projection
+    from projections.replay import parse_duration, replay, replay_steps
+
+    data_dir = _data_dir(args)
+    config = _config(args).projections
+    until_ts = args.until_ts
+    if until_ts is not None and not math.isfinite(until_ts):
+        raise UsageError("replay: --until-ts must be a finite Unix time")
+    if args.step is not None:
+        if args.format not in (None, "openmetrics"):
+            raise UsageError("replay: --step writes OpenMetrics; drop --format or use openmetrics")
+        step_s = parse_duration(args.step)
+        body = replay_steps(
+            data_dir,
+            config=config,
+            step_s=step_s,
+            until_offset=args.until_offset,
+            until_ts=until_ts,
+        )
+        sys.stdout.buffer.write(body)
+        return 0
+    progress = _progress_printer() if sys.stderr.isatty() else None
+    projection = replay(
+        data_dir,
+        config=config,
+        until_offset=args.until_offset,
+        until_ts=until_ts,
+        progress=progress,
+    )
+    sys.stdout.buffer.write(render_projection(projection, args.format or "prometheus"))
+    return 0
+
+
+# -- serve ------------------------------------------------------------------
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"serve: cannot read --token-file {path}: {exc.strerror}") from None
+    if not token:
+        raise UsageError(f"serve: --token-file {path} is empty")
+    return token
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import anyio
+
+    from server.service import ServeOptions, serve
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = _config(args)
+    options = ServeOptions(
+        data_dir=_data_dir(args),
+        config=config,
+        host=args.host if args.host is not None else config.server.host,
+        port=args.port if args.port is not None else config.server.port,
+        demo=args.demo,
+        token=_read_token(args.token_file) if args.token_file else None,
+        protect_reads=args.protect_reads,
+    )
+    if options.protect_reads and options.token is None:
+        raise UsageError("serve: --protect-reads needs --token-file")
+
+    async def run() -> None:
+        await serve(options)
+
+    anyio.run(run)
+    return 0
+
+
+# -- parser -----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"data directory (default: $TALLY_DATA_DIR or {DEFAULT_DATA_DIR})",
+    )
+    parser = argparse.ArgumentParser(
+        prog="tally", description="Event-sourced metrics for agent orchestration."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    emit = sub.add_parser(
+        "emit",
+        parents=[common],
+        help="validate and append events to the bus",
+        description="Append events. Everything is validated first: on bad input nothing is "
+        "appended and the exit code is 2. Prints the offset of each appended event.",
+    )
+    emit.add_argument("type", nargs="?", help="event type, or - to read JSONL from stdin")
+    emit.add_argument("pairs", nargs="*", metavar="key=value", help="event fields")
+    emit.add_argument("--json", metavar="JSON", help="one JSON object or an array of them")
+    emit.set_defaults(func=cmd_emit)
+
+    check = sub.add_parser(
+        "check",
+        parents=[common],
+        help="verify the log: counts, corrupt lines, torn tail (exit 1 if corrupt)",
+    )
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(func=cmd_check)
+
+    tail = sub.add_parser("tail", parents=[common], help="print events as JSONL with offsets")
+    tail.add_argument("--from-offset", type=int, default=0, metavar="N")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    tail.set_defaults(func=cmd_tail)
+
+    schema = sub.add_parser("schema", parents=[common], help="print the events' JSON Schema")
+    schema.set_defaults(func=cmd_schema)
+
+    replay = sub.add_parser(
+        "replay", parents=[common], help="rebuild metrics from the log and print them"
+    )
+    replay.add_argument("--until-offset", type=int, metavar="N", help="events starting before N")
+    replay.add_argument("--until-ts", type=float, metavar="T", help="events with ts <= T")
+    replay.add_argument("--format", choices=FORMATS, help="default prometheus")
+    replay.add_argument(
+        "--step",
+        metavar="DURATION",
+        help="OpenMetrics history, one sample set per step (30s, 1m, 1h) for promtool backfill",
+    )
+    replay.set_defaults(func=cmd_replay)
+
+    srv = sub.add_parser("serve", parents=[common], help="run the HTTP server and live projection")
+    srv.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, help="port (default 9469; 0 picks a free one)")
+    srv.add_argument("--demo", action="store_true", help="append a synthetic live workload")
+    srv.add_argument(
+        "--token-file", metavar="FILE", help="require 'Authorization: Bearer <token>' on POSTs"
+    )
+    srv.add_argument(
+        "--protect-reads", action="store_true", help="require the token on read endpoints too"
+    )
+    srv.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    srv.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except InvalidEvents as exc:
+        for err in exc.errors:
+            sys.stderr.write(f"tally {args.command}: {err}\n")
+        sys.stderr.write(f"tally {args.command}: nothing was appended\n")
+        return 2
+    except UsageError as exc:
+        sys.stderr.write(f"tally: {exc}\n")
+        return 2
+    except TallyError as exc:
+        sys.stderr.write(f"tally {args.command}: {exc}\n")
+        return 1
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    return code

@@ -1,0 +1,59 @@
+"""Configuration: defaults, overridden by `<data-dir>/tally.toml`, then by flags.
+
+Read once in `main`; nothing reads the environment or files at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Final
+
+import msgspec
+
+from bus.errors import TallyError
+from bus.writer import BusConfig
+from projections.config import ProjectionConfig
+
+__all__ = ["CONFIG_FILE", "ConfigError", "ServerConfig", "TallyConfig", "load_config"]
+
+CONFIG_FILE: Final = "tally.toml"
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+
+class ConfigError(TallyError):
+    """Raised when tally.toml cannot be read or does not match the schema."""
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9469
+    checkpoint_every_events: PositiveInt = 100_000
+    checkpoint_every_s: Positive = 30.0
+    sse_default_interval_s: Annotated[float, msgspec.Meta(ge=0.1)] = 1.0
+    sse_heartbeat_s: Positive = 15.0
+    sse_stall_timeout_s: Positive = 60.0
+    sse_buffer_series: PositiveInt = 100_000
+    max_connections: PositiveInt = 1024
+
+
+class TallyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    bus: BusConfig = msgspec.field(default_factory=BusConfig)
+    projections: ProjectionConfig = msgspec.field(default_factory=ProjectionConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+
+
+def load_config(data_dir: Path) -> TallyConfig:
+    """Defaults, or `<data-dir>/tally.toml` where it exists; errors name the file and key."""
+    path = data_dir / CONFIG_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return TallyConfig()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    try:
+        return msgspec.toml.decode(raw, type=TallyConfig)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None

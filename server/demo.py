@@ -1,0 +1,159 @@
+"""A synthetic workload for `tally serve --demo`: live numbers for a newcomer.
+
+Conductor runs, message-bus traffic, API requests and two Ralph loops, a
+small batch every ``period_s``, appended through the same group committer as
+HTTP ingest. Seeded, so two demos tell the same story.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import anyio
+
+from bus.events import (
+    AgentFallback,
+    ApiRequest,
+    BusMessage,
+    ContextReboot,
+    ContextUsage,
+    Event,
+    IterationCompleted,
+    LoopStarted,
+    ResourceSample,
+    RunFinished,
+    RunQueued,
+    RunStarted,
+    SessionEnded,
+    SessionStarted,
+    TestsReported,
+)
+from server.ingest import GroupCommitter
+
+__all__ = ["demo_batches", "run_demo"]
+
+AGENTS = ("claude", "codex", "gemini")
+PROJECTS = ("website", "billing")
+MESSAGE_TYPES = ("FACT", "PROGRESS", "DECISION", "QUESTION")
+
+
+class _Loop:
+    def __init__(self, loop_id: str) -> None:
+        self.loop_id = loop_id
+        self.iteration = 0
+        self.session = 0
+        self.context = 10.0
+        self.passing = 5
+
+
+def demo_batches(seed: int = 7) -> Iterator[list[Event]]:
+    """An endless stream of small batches; events carry no ts (the writer stamps them)."""
+    rng = random.Random(seed)
+    loops = [_Loop("ralph-docs"), _Loop("ralph-api")]
+    running: list[tuple[str, str, str]] = []
+    run_no = 0
+    first: list[Event] = [LoopStarted(loop_id=loop.loop_id) for loop in loops]
+    for loop in loops:
+        first.append(SessionStarted(loop_id=loop.loop_id, session_id=f"{loop.loop_id}-s0"))
+    yield first
+    while True:
+        batch: list[Event] = []
+        if rng.random() < 0.5:
+            run_no += 1
+            run = (f"run-{run_no:05d}", rng.choice(PROJECTS), rng.choice(AGENTS))
+            batch.append(RunQueued(run_id=run[0], project=run[1], agent=run[2]))
+            batch.append(RunStarted(run_id=run[0], project=run[1], agent=run[2]))
+            running.append(run)
+        if running and rng.random() < 0.45:
+            run_id, project, agent = running.pop(0)
+            failed = rng.random() < 0.15
+            batch.append(
+                RunFinished(
+                    run_id=run_id,
+                    project=project,
+                    agent=agent,
+                    status="failed" if failed else "completed",
+                    exit_code=1 if failed else 0,
+                    duration_s=rng.lognormvariate(3.5, 1.0),
+                )
+            )
+        if rng.random() < 0.05:
+            batch.append(AgentFallback(from_type="claude", to_type="codex"))
+        for _ in range(rng.randint(0, 4)):
+            batch.append(
+                BusMessage(
+                    project=rng.choice(PROJECTS),
+                    task=f"task-{rng.randint(1, 5)}",
+                    msg_type=rng.choice(MESSAGE_TYPES),
+                )
+            )
+        for _ in range(rng.randint(1, 3)):
+            batch.append(
+                ApiRequest(
+                    method=rng.choice(("GET", "GET", "GET", "POST")),
+                    status=rng.choice((200, 200, 200, 201, 404, 500)),
+                    path="/api/v1/runs",
+                    duration_s=rng.expovariate(40.0),
+                )
+            )
+        loop = rng.choice(loops)
+        batch.extend(_loop_step(loop, rng))
+        yield batch
+
+
+def _loop_step(loop: _Loop, rng: random.Random) -> list[Event]:
+    out: list[Event] = []
+    loop.iteration += 1
+    progress = rng.random() < 0.6
+    out.append(
+        IterationCompleted(
+            loop_id=loop.loop_id,
+            iteration=loop.iteration,
+            duration_s=rng.lognormvariate(1.0, 0.8),
+            success=rng.random() < 0.85,
+            made_progress=progress,
+            progress_score=round(rng.random(), 3) if progress else None,
+            files_changed=rng.randint(0, 6) if progress else 0,
+        )
+    )
+    loop.context = min(100.0, loop.context + rng.uniform(3, 12))
+    out.append(ContextUsage(loop_id=loop.loop_id, percent=round(loop.context, 1)))
+    if loop.context > 85:
+        old = f"{loop.loop_id}-s{loop.session}"
+        out.append(ContextReboot(loop_id=loop.loop_id, session_id=old, percent=loop.context))
+        out.append(
+            SessionEnded(loop_id=loop.loop_id, session_id=old, duration_s=rng.uniform(60, 900))
+        )
+        loop.session += 1
+        loop.context = 8.0
+        out.append(
+            SessionStarted(loop_id=loop.loop_id, session_id=f"{loop.loop_id}-s{loop.session}")
+        )
+    if loop.iteration % 3 == 0:
+        loop.passing = max(0, min(40, loop.passing + rng.randint(-1, 3)))
+        failed = rng.randint(0, 2)
+        out.append(
+            TestsReported(
+                loop_id=loop.loop_id,
+                passed=loop.passing,
+                failed=failed,
+                total=loop.passing + failed,
+                flaky=rng.randint(0, 1),
+            )
+        )
+    out.append(
+        ResourceSample(
+            loop_id=loop.loop_id,
+            rss_bytes=rng.randint(200, 900) * 1024 * 1024,
+            cpu_percent=round(rng.uniform(5, 180), 1),
+        )
+    )
+    return out
+
+
+async def run_demo(committer: GroupCommitter, *, period_s: float = 0.25, seed: int = 7) -> None:
+    """Append a demo batch every ``period_s`` until cancelled."""
+    for batch in demo_batches(seed):
+        await committer.submit(batch)
+        await anyio.sleep(period_s)

@@ -1,0 +1,143 @@
+"""`tally serve`: wire the writer, worker, hub and HTTP server, then run until a signal.
+
+On SIGINT or SIGTERM: stop accepting, finish in-flight requests, write a
+final checkpoint, close the log, return (the command exits 0).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from bus.errors import TallyError
+from bus.writer import BusWriter
+from server.app import App
+from server.config import TallyConfig
+from server.demo import run_demo
+from server.http import HttpLimits, HttpServer
+from server.ingest import GroupCommitter
+from server.sse import SseHub
+from server.worker import ProjectionWorker
+
+__all__ = ["ServeOptions", "is_loopback", "serve"]
+
+log = logging.getLogger("tally.serve")
+
+HUB_TICK_S = 0.05
+
+
+class ServeError(TallyError):
+    """Raised when the server refuses to start (unsafe bind, unreadable token)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeOptions:
+    data_dir: Path
+    config: TallyConfig
+    host: str
+    port: int
+    demo: bool = False
+    token: str | None = None
+    protect_reads: bool = False
+    handle_signals: bool = True
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _every(period_s: float, action: object) -> None:
+    assert callable(action)
+    while True:
+        await anyio.sleep(period_s)
+        action()
+
+
+async def serve(
+    options: ServeOptions, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    if not is_loopback(options.host) and options.token is None:
+        raise ServeError(
+            f"refusing to listen on non-loopback address {options.host!r} without --token-file: "
+            "anyone who can reach it could append events"
+        )
+    config = options.config
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    writer = BusWriter(options.data_dir, config.bus)
+    worker = ProjectionWorker(
+        options.data_dir,
+        config.projections,
+        checkpoint_every_events=config.server.checkpoint_every_events,
+        checkpoint_every_s=config.server.checkpoint_every_s,
+    )
+    hub = SseHub(
+        lambda: worker.projection.families(),  # noqa: PLW0108 (restore replaces it)
+        lambda: worker.projection.offset,
+        buffer_series=config.server.sse_buffer_series,
+        heartbeat_s=config.server.sse_heartbeat_s,
+        default_interval_s=config.server.sse_default_interval_s,
+    )
+    committer = GroupCommitter(writer)
+    app = App(
+        worker,
+        committer,
+        hub,
+        token=options.token,
+        protect_reads=options.protect_reads,
+    )
+    limits = HttpLimits(
+        max_connections=config.server.max_connections,
+        stream_send_timeout_s=config.server.sse_stall_timeout_s,
+    )
+    http = HttpServer(
+        app, host=options.host, port=options.port, limits=limits, on_response=app.count_response
+    )
+    try:
+        async with anyio.create_task_group() as services:
+            await services.start(committer.run)
+            await services.start(worker.run)
+            services.start_soon(_every, HUB_TICK_S, hub.tick)
+            if config.bus.durability == "interval":
+                services.start_soon(_every, config.bus.fsync_interval_s, writer.sync)
+            if options.handle_signals:
+                services.start_soon(_on_signal, http)
+            port = await services.start(http.serve)
+            print(f"tally listening on {_url(options.host, port)}", flush=True)
+            log.info("data dir %s, durability %s", options.data_dir, config.bus.durability)
+            if options.demo:
+                services.start_soon(run_demo, committer)
+            task_status.started(port)
+            await http.wait_closed()
+            services.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                checkpoint = await worker.checkpoint()
+                if checkpoint is not None:
+                    log.info("final checkpoint at offset %d", checkpoint.offset)
+            finally:
+                writer.close()
+
+
+async def _on_signal(http: HttpServer) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            print(f"tally: {signal.Signals(signum).name}, shutting down", file=sys.stderr)
+            http.shutdown()
+            return

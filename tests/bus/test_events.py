@@ -1,0 +1,129 @@
+"""Event schema v1: every type round-trips through JSONL; unknown fields are ignored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bus.events import (
+    EVENT_TYPES,
+    Event,
+    EventBase,
+    LoopStarted,
+    MetricUpdate,
+    decode_event,
+    encode_events,
+    stamp,
+)
+
+CATALOGUE = [
+    "run_queued",
+    "run_started",
+    "run_finished",
+    "bus_message",
+    "api_request",
+    "agent_fallback",
+    "loop_started",
+    "loop_stopped",
+    "iteration_completed",
+    "session_started",
+    "session_ended",
+    "context_usage",
+    "context_reboot",
+    "tests_reported",
+    "resource_sample",
+    "metric",
+    "metrics_reset",
+]
+
+_lines = msgspec.json.Decoder(Event)
+
+
+def _for_type(t: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
+    """A strategy for values valid under one msgspec type (as the schema constrains it)."""
+    match t:
+        case msgspec.inspect.StrType(pattern=str() as pattern):
+            return st.from_regex(pattern, fullmatch=True)
+        case msgspec.inspect.StrType(min_length=min_length):
+            return st.text(min_size=min_length or 0, max_size=20)
+        case msgspec.inspect.BoolType():
+            return st.booleans()
+        case msgspec.inspect.IntType(ge=ge, le=le):
+            return st.integers(min_value=ge, max_value=le)
+        case msgspec.inspect.FloatType(ge=ge, le=le):
+            return st.floats(min_value=ge, max_value=le, allow_nan=False, allow_infinity=False)
+        case msgspec.inspect.LiteralType(values=values):
+            return st.sampled_from(values)
+        case msgspec.inspect.NoneType():
+            return st.none()
+        case msgspec.inspect.UnionType(types=types):
+            return st.one_of([_for_type(x) for x in types])
+        case msgspec.inspect.DictType(key_type=key, value_type=value):
+            return st.dictionaries(_for_type(key), _for_type(value), max_size=3)
+    raise AssertionError(f"no strategy for {t!r}")
+
+
+def _events_of(cls: type[EventBase]) -> st.SearchStrategy[Event]:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    fields = {f.name: _for_type(f.type) for f in info.fields}
+
+    def build(values: dict[str, Any]) -> Event | None:
+        try:
+            event: Event = cls(**values)  # type: ignore[assignment]
+        except ValueError:  # e.g. a counter with a negative value
+            return None
+        return event
+
+    return st.fixed_dictionaries(fields).map(build).filter(lambda ev: ev is not None)  # type: ignore[return-value]
+
+
+any_event = st.one_of([_events_of(cls) for cls in EVENT_TYPES.values()])
+
+
+def test_catalogue_is_complete() -> None:
+    assert list(EVENT_TYPES) == CATALOGUE
+
+
+@pytest.mark.parametrize("tag", CATALOGUE)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_each_type_round_trips(tag: str, data: st.DataObject) -> None:
+    event = data.draw(_events_of(EVENT_TYPES[tag]))
+    encoded = encode_events([event])
+    assert encoded.endswith(b"\n") and encoded.count(b"\n") == 1
+    assert _lines.decode_lines(encoded) == [event]
+    assert msgspec.json.decode(encoded)["type"] == tag
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=st.lists(any_event, max_size=20))
+def test_batches_round_trip(events: list[Event]) -> None:
+    assert _lines.decode_lines(encode_events(events)) == events
+
+
+@settings(max_examples=50, deadline=None)
+@given(event=any_event, extra=st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+def test_unknown_fields_are_ignored(event: Event, extra: dict[str, int]) -> None:
+    obj = msgspec.json.decode(encode_events([event]))
+    for key, value in extra.items():
+        obj.setdefault(f"x_{key}", value)
+    obj["future_field"] = {"nested": [1, 2, 3]}
+    assert decode_event(msgspec.json.encode(obj)) == event
+
+
+def test_stamp_fills_only_missing_ts() -> None:
+    events: list[Event] = [LoopStarted(loop_id="a"), LoopStarted(loop_id="b", ts=5.0)]
+    stamped = stamp(events, now=7.0)
+    assert [ev.ts for ev in stamped] == [7.0, 5.0]
+
+
+def test_metric_rules_apply_on_decode() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        decode_event(b'{"type":"metric","name":"x","kind":"counter","value":-1}')
+    event = decode_event(b'{"type":"metric","name":"x","kind":"gauge","value":-1,"op":"dec"}')
+    assert isinstance(event, MetricUpdate) and event.op == "dec"
