@@ -136,12 +136,8 @@ def bench_read(root: Path, n_events: int, repeat: int) -> dict[str, float]:
         assert reader.stats.corrupt == 0
         return reader.stats.events
 
-    def reader_offsets_run() -> int:
-        n = 0
-        for batch in BusReader(data_dir).read_from(0):
-            for _offset, _event in batch:
-                n += 1
-        return n
+    def reader_offsets_run() -> int:  # the same, also asking every batch for its offsets
+        return sum(len(batch.offsets) for batch in BusReader(data_dir).read_from(0))
 
     def bare_run() -> int:
         return sum(len(decoder.decode_lines(path.read_bytes())) for path in segments)

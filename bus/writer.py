@@ -1,7 +1,8 @@
 """Appending to the log: one ``os.write`` per batch under ``flock(bus/LOCK)``.
 
-Rule: a batch lands whole, in one segment, after a complete line; nothing else
-ever writes to a segment, and only the lock holder rotates.
+Rule: a batch lands whole, in one segment, after a complete line; only the
+holder of the lock writes or rotates. A segment is closed once it has reached
+``segment_bytes``, so it may exceed that by one batch.
 
 What an acknowledged append (``append`` returned) survives, by ``durability``:
 
@@ -58,13 +59,22 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True):
 DEFAULT_CONFIG: Final = BusConfig()
 
 
+def _line_lengths(data: bytes) -> list[int]:
+    """Length of each ``\\n``-terminated line of ``data``, without its ``\\n``."""
+    lengths = list(map(len, data.split(b"\n")))
+    lengths.pop()  # the empty piece after the last "\n" (or an unterminated tail)
+    return lengths
+
+
+def _offsets(lengths: list[int], start: int) -> list[int]:
+    offsets = list(accumulate(map(add, lengths, repeat(1)), initial=start))
+    offsets.pop()  # the end of the last line
+    return offsets
+
+
 def line_offsets(data: bytes, start: int) -> list[int]:
     """Global offset of each ``\\n``-terminated line of ``data`` written at ``start``."""
-    lengths = map(len, data.split(b"\n"))
-    ends = accumulate(map(add, lengths, repeat(1)), initial=start)
-    offsets = list(ends)
-    del offsets[-2:]  # the end of the last line, and the empty piece after it
-    return offsets
+    return _offsets(_line_lengths(data), start)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -110,8 +120,8 @@ class BusWriter:
         """Stamp missing ``ts``, encode and append ``events``; return each one's global offset."""
         if not events:
             return []
-        batch = stamp(list(events))
-        return self.append_encoded(encode_events(batch), len(batch))
+        data = encode_events(stamp(list(events)))
+        return self._append(data, _line_lengths(data))
 
     def append_encoded(self, data: bytes, count: int) -> list[int]:
         """Append ``count`` already-encoded JSONL lines (each ``\\n``-terminated) as one batch.
@@ -125,13 +135,16 @@ class BusWriter:
             return []
         if data[-1:] != b"\n":
             raise ValueError("encoded batch must end with b'\\n'")
-        lines = data.count(b"\n")
-        if lines != count:
-            raise ValueError(f"expected {count} lines, got {lines}")
+        lengths = _line_lengths(data)
+        if len(lengths) != count:
+            raise ValueError(f"expected {count} lines, got {len(lengths)}")
+        return self._append(data, lengths)
+
+    def _append(self, data: bytes, lengths: list[int]) -> list[int]:
         with self._thread_lock:
             start = self._locked_write(data)
             self._after_write()
-        return line_offsets(data, start)
+        return _offsets(lengths, start)
 
     def _locked_write(self, data: bytes) -> int:
         lock_fd = self._require_open()
@@ -184,7 +197,7 @@ class BusWriter:
         if self.config.durability != "never":
             os.fsync(self._dir_fd)  # make the new segment's name durable
         assert self._fd is not None
-        return self._fd, 0
+        return self._fd, os.fstat(self._fd).st_size  # 0, unless someone broke the protocol
 
     def _open(self, base: int) -> None:
         self._fd = os.open(segment_name(base), _SEGMENT_FLAGS, 0o644, dir_fd=self._dir_fd)
@@ -207,7 +220,7 @@ class BusWriter:
     # -- durability and lifetime -----------------------------------------------
 
     def sync(self) -> None:
-        """``fdatasync`` what this writer appended, whatever the policy."""
+        """``fdatasync`` what this writer appended to the active segment, whatever the policy."""
         with self._thread_lock:
             self._sync_locked()
 

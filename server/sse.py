@@ -192,6 +192,9 @@ class SseHub:
                 if wait > 0:
                     await anyio.sleep(wait)
                 if sub.resync:
+                    # Diff baseline = the state the snapshot shows: changes folded since the
+                    # last tick go to the others now, not to this subscriber as a stale update.
+                    self.tick()
                     sub.resync = False
                     sub.pending.clear()
                     data = self.snapshot(sub)

@@ -59,9 +59,11 @@ class ProjectionWorker:
             self.projection = restored
             self.restored_from = restored.offset
             log.info("restored checkpoint at offset %d", restored.offset)
-        checkpoints = self.store.list()
-        if checkpoints:
-            self.last_checkpoint = checkpoints[0]
+            # Only the checkpoint actually restored counts: a newer file that was ignored
+            # (corrupt, or from another log) must not suppress the next checkpoint.
+            self.last_checkpoint = next(
+                (c for c in self.store.list() if c.offset == restored.offset), None
+            )
 
     def _fold(self, batch: Batch) -> None:
         self.projection.fold_batch(batch)

@@ -523,3 +523,13 @@ def _scalars(family: AnyFamily) -> list[float]:
     if isinstance(family, CounterFamily | GaugeFamily):
         return list(family.values.values())
     return []
+
+
+def test_the_server_adds_its_own_requests_at_render_time() -> None:
+    projection = fold([ApiRequest(ts=1, method="GET", status=200)])
+    own = {("GET", "200"): 2.0, ("POST", "201"): 1.0}
+    api = by_name(projection)["conductor_api_requests_total"]
+    assert values(api) == {("GET", "200"): 1.0}
+    api = {f.name: f for f in projection.families(api_requests=own)}["conductor_api_requests_total"]
+    assert values(api) == {("GET", "200"): 3.0, ("POST", "201"): 1.0}
+    assert values(by_name(projection)["conductor_api_requests_total"]) == {("GET", "200"): 1.0}

@@ -147,7 +147,10 @@ def test_truncated_or_altered_snapshots_are_errors() -> None:
         with pytest.raises(SnapshotError):
             decode_snapshot(data[:cut], ProjectionConfig())
     doc = msgspec.msgpack.decode(data)
-    doc["state"]["loops"]["ralph-a"][3] = [1, 2]  # duration bucket counts of the wrong length
+    doc["state"]["loops"]["loops"]["ralph-a"][3] = [
+        1,
+        2,
+    ]  # duration bucket counts of the wrong length
     with pytest.raises(SnapshotError, match="corrupt snapshot"):
         decode_snapshot(msgspec.msgpack.encode(doc), ProjectionConfig())
     doc = msgspec.msgpack.decode(data)

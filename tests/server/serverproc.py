@@ -161,6 +161,7 @@ class TallyServer:
     stderr_file: IO[bytes]
     token: str | None = None
     responses: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _stderr: str | None = None  # kept once the process is gone and the file closed
 
     @property
     def pid(self) -> int:
@@ -168,6 +169,9 @@ class TallyServer:
 
     @property
     def stderr(self) -> str:
+        """Everything the server logged so far (all of it, after the context exited)."""
+        if self._stderr is not None:
+            return self._stderr
         self.stderr_file.flush()
         self.stderr_file.seek(0)
         return self.stderr_file.read().decode(errors="replace")
@@ -296,7 +300,7 @@ def start_server(
     timeout: float = 30.0,
 ) -> TallyServer:
     """Start `tally serve` and return once it printed its listening line (maybe not ready)."""
-    stderr_file = tempfile.TemporaryFile()
+    stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _cleanup
     proc = subprocess.Popen(
         [*TALLY, "serve", "--port", "0", "--data-dir", str(data_dir), *args],
         stdin=subprocess.DEVNULL,
@@ -337,6 +341,7 @@ def _cleanup(server: TallyServer) -> None:
             server.proc.wait(10)
     if server.proc.stdout is not None:
         server.proc.stdout.close()
+    server._stderr = server.stderr
     server.stderr_file.close()
 
 

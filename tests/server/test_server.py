@@ -7,6 +7,7 @@ a fresh replay (`tally replay`) say, so the server is judged against the source 
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import signal
 import socket
@@ -86,8 +87,12 @@ def test_emitted_and_posted_events_show_up_on_scrape(data_dir: Path) -> None:
         server.wait_folded(int(emitted.stdout) + 1)
         values = samples(server.metrics())
         assert values["conductor_completed_runs_total"] == 1
-        assert values['conductor_run_duration_seconds_count{agent="claude",status="completed"}'] == 1
-        assert values['conductor_run_duration_seconds_sum{agent="claude",status="completed"}'] == 2.5
+        assert (
+            values['conductor_run_duration_seconds_count{agent="claude",status="completed"}'] == 1
+        )
+        assert (
+            values['conductor_run_duration_seconds_sum{agent="claude",status="completed"}'] == 2.5
+        )
 
         posted = server.post_events([finished("r2", "failed"), message(1), message(2)])
         server.wait_folded(posted["last_offset"] + 1)
@@ -505,8 +510,8 @@ def test_sigkill_during_ingest_loses_no_acknowledged_event(data_dir: Path) -> No
             n += 1
             try:
                 reply = http_request(server.port, "POST", "/api/v1/events", body=body, timeout=5)
-            except OSError:
-                return  # the server is gone
+            except (OSError, http.client.HTTPException):
+                return  # the server is gone (an unanswered request was never acknowledged)
             if reply.status == 200:
                 doc = reply.json()
                 acked.append((doc["first_offset"], doc["last_offset"], ids))

@@ -1,0 +1,150 @@
+"""A real Prometheus server scrapes a real `tally serve` and sees the values tally holds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server.serverproc import http_request, samples, tally, tally_server
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+pytestmark = pytest.mark.skipif(
+    not Path(PROMETHEUS).is_file(),
+    reason="needs the prometheus binary (Debian package 'prometheus'; scripts/test installs it)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def prometheus(tmp_path: Path, target_port: int) -> Iterator[int]:
+    """Prometheus on a loopback ephemeral port, scraping 127.0.0.1:`target_port` every 1 s."""
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n"
+        "  scrape_interval: 1s\n"
+        "  scrape_timeout: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: tally\n"
+        "    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{target_port}']\n"
+    )
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        yield port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def query(port: int, promql: str) -> list[dict[str, Any]]:
+    """The instant vector Prometheus returns for `promql` (empty while not yet scraped)."""
+    try:
+        reply = http_request(
+            port, "GET", "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        )
+    except OSError:
+        return []  # not listening yet
+    if reply.status != 200:
+        return []
+    doc = json.loads(reply.body)
+    assert doc["status"] == "success", doc
+    result: list[dict[str, Any]] = doc["data"]["result"]
+    return result
+
+
+def wait_for_value(port: int, promql: str, want: float, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    result: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        result = query(port, promql)
+        if len(result) == 1 and float(result[0]["value"][1]) == want:
+            return
+        time.sleep(0.25)
+    text = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    raise AssertionError(f"{promql} never became {want}: {result}\n{text}")
+
+
+def run_started(run_id: str, agent: str) -> dict[str, Any]:
+    return {"type": "run_started", "run_id": run_id, "project": "web", "agent": agent}
+
+
+def run_finished(run_id: str, agent: str, status: str) -> dict[str, Any]:
+    return {
+        "type": "run_finished",
+        "run_id": run_id,
+        "project": "web",
+        "agent": agent,
+        "status": status,
+        "duration_s": 12.0,
+    }
+
+
+def test_prometheus_scrapes_the_values_tally_holds(data_dir: Path, tmp_path: Path) -> None:
+    runs = [("r1", "claude", "completed"), ("r2", "claude", "completed"), ("r3", "codex", "failed")]
+    runs += [("r4", "gemini", "completed")]
+    events = [run_started(run_id, agent) for run_id, agent, _ in runs]
+    events += [run_finished(*run) for run in runs]
+    with tally_server(data_dir) as server:
+        last = server.post_events(events)["last_offset"]
+        tally(data_dir, "emit", "run_started", "run_id=r5", "project=web", "agent=claude")
+        server.wait_caught_up()
+        assert server.wait_folded(last + 1)
+        held = samples(server.metrics())
+        assert held["conductor_completed_runs_total"] == 3
+        assert held['conductor_agent_runs_total{agent_type="claude"}'] == 3
+
+        with prometheus(tmp_path, server.port) as port:
+            log = tmp_path / "prometheus.log"
+            wait_for_value(port, "conductor_completed_runs_total", 3, log)
+            wait_for_value(port, "conductor_failed_runs_total", 1, log)
+            wait_for_value(port, 'conductor_agent_runs_total{agent_type="claude"}', 3, log)
+            wait_for_value(port, 'conductor_agent_runs_total{agent_type="codex"}', 1, log)
+            wait_for_value(port, "conductor_active_runs_total", 1, log)  # r5 still running
+            wait_for_value(
+                port,
+                'conductor_run_duration_seconds_bucket{agent="claude",status="completed",le="15"}',
+                2,
+                log,
+            )
+            # A value that changes while Prometheus scrapes shows up too.
+            server.post_events([run_finished("r5", "claude", "completed")])
+            wait_for_value(port, "conductor_completed_runs_total", 4, log)
+            [up] = query(port, 'up{job="tally"}')
+            assert up["value"][1] == "1"
+        # Prometheus scraped tally's /metrics: its own requests are counted there.
+        assert any(k == ("GET", "200") for k in server.responses)
