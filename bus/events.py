@@ -51,7 +51,7 @@ LabelName = Annotated[str, msgspec.Meta(pattern=LABEL_NAME_PATTERN)]
 HttpStatus = Annotated[int, msgspec.Meta(ge=100, le=599)]
 
 
-class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
     """Common fields: ``ts`` is float Unix seconds; ``None`` means "stamp me"."""
 
     ts: float | None = None
