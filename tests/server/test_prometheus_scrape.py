@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.server.serverproc import http_request, samples, tally, tally_server
+from tests.server.serverproc import api_requests, http_request, samples, tally, tally_server
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -135,16 +135,15 @@ def test_prometheus_scrapes_the_values_tally_holds(data_dir: Path, tmp_path: Pat
             wait_for_value(port, 'conductor_agent_runs_total{agent_type="claude"}', 3, log)
             wait_for_value(port, 'conductor_agent_runs_total{agent_type="codex"}', 1, log)
             wait_for_value(port, "conductor_active_runs_total", 1, log)  # r5 still running
-            wait_for_value(
-                port,
-                'conductor_run_duration_seconds_bucket{agent="claude",status="completed",le="15"}',
-                2,
-                log,
-            )
+            # Prometheus negotiates OpenMetrics, whose canonical bucket bounds are floats.
+            bucket = 'conductor_run_duration_seconds_bucket{agent="claude",status="completed"'
+            wait_for_value(port, bucket + ',le="15.0"}', 2, log)
+            wait_for_value(port, bucket + ',le="5.0"}', 0, log)
             # A value that changes while Prometheus scrapes shows up too.
             server.post_events([run_finished("r5", "claude", "completed")])
             wait_for_value(port, "conductor_completed_runs_total", 4, log)
             [up] = query(port, 'up{job="tally"}')
             assert up["value"][1] == "1"
-        # Prometheus scraped tally's /metrics: its own requests are counted there.
-        assert any(k == ("GET", "200") for k in server.responses)
+        # tally counted Prometheus' scrapes among its own requests, on top of this test's.
+        own = server.responses[("GET", "200")]
+        assert api_requests(server.metrics())[("GET", "200")] > own

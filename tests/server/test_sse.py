@@ -180,45 +180,7 @@ class Drain(threading.Thread):
                 return
 
 
-def test_a_stalled_subscriber_costs_bounded_memory(data_dir: Path) -> None:
-    from benchmarks.workload import write_log
-
-    with tally_server(data_dir) as server:
-        stalled = stalled_subscriber(server.port)
-        healthy = connect(server, "interval=0.1")
-        drain = Drain(healthy)
-        drain.start()
-        try:
-            wait_subscribers(server, 2)
-            baseline = peak = server.rss_bytes()
-            end = write_log(data_dir, 100_000, seed=3, batch=5000)
-            scrapes = 0
-            deadline = time.monotonic() + 30
-            while True:
-                peak = max(peak, server.rss_bytes())
-                assert server.get("/metrics").status == 200
-                scrapes += 1
-                if server.status()["folded_offset"] >= end:
-                    break
-                assert time.monotonic() < deadline, "the fold never reached the end"
-            time.sleep(0.5)
-            peak = max(peak, server.rss_bytes())
-            assert peak - baseline < 100 * 2**20, (baseline, peak)
-            # The healthy subscriber kept up: its newest frame is at the end of the log.
-            wait_until = time.monotonic() + 5
-            while not drain.frames or drain.frames[-1].id != str(end):
-                assert drain.error is None, drain.error
-                assert time.monotonic() < wait_until, drain.frames[-1:]
-                time.sleep(0.05)
-            assert subscribers(server) == 2  # the stalled one is still connected (60 s default)
-        finally:
-            drain.halt.set()
-            drain.join(5)
-            healthy.close()
-            stalled.close()
-
-
-def wide_gauges(round_: int, n: int = 400) -> list[dict[str, Any]]:
+def wide_gauges(round_: int, n: int = 400, width: int = 1000) -> list[dict[str, Any]]:
     """`n` series with long label values: every round changes all of them (big frames)."""
     return [
         {
@@ -227,10 +189,66 @@ def wide_gauges(round_: int, n: int = 400) -> list[dict[str, Any]]:
             "kind": "gauge",
             "op": "set",
             "value": float(round_),
-            "labels": {"key": f"{i:04d}-" + "x" * 1000},
+            "labels": {"key": f"{i:04d}-" + "x" * width},
         }
         for i in range(n)
     ]
+
+
+def frames_sent(server: TallyServer) -> int:
+    return int(samples(server.metrics())["tally_sse_frames_total"])
+
+
+def test_a_stalled_subscriber_costs_bounded_memory(data_dir: Path) -> None:
+    from benchmarks.workload import write_log
+
+    with tally_server(data_dir) as server:
+        # About 8 MB of series: a snapshot of them outgrows every socket buffer, so the stalled
+        # subscriber's connection blocks on its first frame and stays blocked.
+        server.post_events(wide_gauges(1, n=1000, width=8000))
+        server.wait_caught_up()
+        stalled = stalled_subscriber(server.port)
+        healthy = connect(server, "interval=0.1&match=conductor_")
+        drain = Drain(healthy)
+        drain.start()
+        try:
+            wait_subscribers(server, 2)
+            deadline = time.monotonic() + 10
+            while frames_sent(server) < 2 or not drain.frames:  # both snapshots are out
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            baseline = peak = server.rss_bytes()
+
+            end = write_log(data_dir, 100_000, seed=3, batch=5000)
+            deadline = time.monotonic() + 30
+            while True:
+                peak = max(peak, server.rss_bytes())
+                assert server.get("/metrics").status == 200  # scrapes keep working
+                if server.status()["folded_offset"] >= end:
+                    break
+                assert time.monotonic() < deadline, "the fold never reached the end"
+                time.sleep(0.05)
+
+            # The healthy subscriber kept up: it sees a change made after the fold at once.
+            reply = server.post_events([finished("after")])
+            newest = str(server.wait_folded(reply["last_offset"] + 1)["folded_offset"])
+            deadline = time.monotonic() + 5
+            while not drain.frames or drain.frames[-1].id != newest:
+                assert drain.error is None, drain.error
+                assert time.monotonic() < deadline, drain.frames[-1:]
+                time.sleep(0.05)
+            assert len(drain.frames) > 2
+            peak = max(peak, server.rss_bytes())
+            assert peak - baseline < 100 * 2**20, (baseline, peak)
+            # Every frame but one went to the healthy subscriber: the stalled one is still
+            # stuck on its snapshot, still connected (the stall timeout is 60 s by default).
+            assert frames_sent(server) == len(drain.frames) + 1
+            assert subscribers(server) == 2
+        finally:
+            drain.halt.set()
+            drain.join(5)
+            healthy.close()
+            stalled.close()
 
 
 def test_a_stalled_subscriber_is_disconnected_after_the_stall_timeout(data_dir: Path) -> None:
