@@ -221,7 +221,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.step is not None:
         if args.format not in (None, "openmetrics"):
             raise UsageError("replay: --step writes OpenMetrics; drop --format or use openmetrics")
-        step_s = parse_duration(args.step)
+        try:
+            step_s = parse_duration(args.step)
+        except ValueError as exc:
+            raise UsageError(f"replay: --step: {exc}") from None
         body = replay_steps(
             data_dir,
             config=config,

@@ -168,3 +168,21 @@ def test_check_reports_torn_tail_and_exit_1_on_corrupt(data_dir: Path) -> None:
     assert report["corrupt_lines"] == 1
     assert report["torn_tail"] is True
     assert report["events"] == 1
+
+
+def test_replay_bad_step_is_a_usage_error(data_dir: Path) -> None:
+    tally(data_dir, "emit", "loop_started", "loop_id=a", check=True)
+    proc = tally(data_dir, "replay", "--step", "5x")
+    assert proc.returncode == 2
+    assert b"--step" in proc.stderr
+
+
+def test_replay_prints_folded_metrics(data_dir: Path) -> None:
+    tally(data_dir, "emit", "run_started", "run_id=r1", "project=p", "agent=claude", check=True)
+    tally(data_dir, "emit", "run_finished", "run_id=r1", "project=p", "status=failed", check=True)
+    text = tally(data_dir, "replay", check=True).stdout.decode()
+    assert "conductor_failed_runs_total 1\n" in text
+    assert "conductor_active_runs_total 0\n" in text
+    assert 'conductor_agent_runs_total{agent_type="claude"} 1\n' in text
+    om = tally(data_dir, "replay", "--format", "openmetrics", check=True).stdout
+    assert om.endswith(b"# EOF\n")
