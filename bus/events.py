@@ -7,6 +7,7 @@ the reader's business (counted and skipped), not this module's.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Any, Final, Literal
 
@@ -46,8 +47,16 @@ NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-MetricName = Annotated[str, msgspec.Meta(pattern=METRIC_NAME_PATTERN)]
-LabelName = Annotated[str, msgspec.Meta(pattern=LABEL_NAME_PATTERN)]
+# Names are checked in ``MetricUpdate.__post_init__`` against a cache of names already
+# seen (a regex per name and label key made ``metric`` lines 3x dearer to decode);
+# the schema still states the patterns.
+MetricName = Annotated[str, msgspec.Meta(extra_json_schema={"pattern": METRIC_NAME_PATTERN})]
+LabelName = Annotated[str, msgspec.Meta(extra_json_schema={"pattern": LABEL_NAME_PATTERN})]
+_METRIC_NAME: Final = re.compile(METRIC_NAME_PATTERN)
+_LABEL_NAME: Final = re.compile(LABEL_NAME_PATTERN)
+#: Metric names and label names that passed their pattern (bounded: cleared when full).
+_VALID_NAMES: Final[set[str]] = set()
+_VALID_NAMES_MAX: Final = 100_000
 HttpStatus = Annotated[int, msgspec.Meta(ge=100, le=599)]
 
 
@@ -183,6 +192,9 @@ class MetricUpdate(EventBase, frozen=True, tag="metric"):
     op: Literal["inc", "set", "dec"] | None = None
 
     def __post_init__(self) -> None:
+        valid = _VALID_NAMES
+        if self.name not in valid or not valid.issuperset(self.labels):
+            _check_names(self.name, self.labels)
         if self.kind == "counter":
             if self.op not in (None, "inc"):
                 raise ValueError(f"counter op must be 'inc', got {self.op!r} - at `$.op`")
@@ -190,6 +202,24 @@ class MetricUpdate(EventBase, frozen=True, tag="metric"):
                 raise ValueError("counter value must be >= 0 - at `$.value`")
         elif self.kind != "gauge" and self.op is not None:
             raise ValueError(f"{self.kind} takes no op - at `$.op`")
+
+
+def _check_names(name: str, labels: dict[str, str]) -> None:
+    """Check a metric name and label keys against their patterns; remember the valid ones."""
+    if _METRIC_NAME.fullmatch(name) is None:
+        raise ValueError(
+            f"invalid metric name {name!r}: must match {METRIC_NAME_PATTERN!r} - at `$.name`"
+        )
+    for key in labels:
+        if _LABEL_NAME.fullmatch(key) is None:
+            raise ValueError(
+                f"invalid label name {key!r}: must match {LABEL_NAME_PATTERN!r} "
+                "- at `key` in `$.labels`"
+            )
+    if len(_VALID_NAMES) + len(labels) + 1 > _VALID_NAMES_MAX:
+        _VALID_NAMES.clear()
+    _VALID_NAMES.add(name)
+    _VALID_NAMES.update(labels)
 
 
 class MetricsReset(EventBase, frozen=True, tag="metrics_reset"):

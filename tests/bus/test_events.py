@@ -46,6 +46,8 @@ _lines = msgspec.json.Decoder(Event)
 def _for_type(t: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
     """A strategy for values valid under one msgspec type (as the schema constrains it)."""
     match t:
+        case msgspec.inspect.Metadata(extra_json_schema={"pattern": str() as pattern}):
+            return st.from_regex(pattern, fullmatch=True)
         case msgspec.inspect.StrType(pattern=str() as pattern):
             return st.from_regex(pattern, fullmatch=True)
         case msgspec.inspect.StrType(min_length=min_length):
@@ -127,3 +129,28 @@ def test_metric_rules_apply_on_decode() -> None:
         decode_event(b'{"type":"metric","name":"x","kind":"counter","value":-1}')
     event = decode_event(b'{"type":"metric","name":"x","kind":"gauge","value":-1,"op":"dec"}')
     assert isinstance(event, MetricUpdate) and event.op == "dec"
+
+
+@pytest.mark.parametrize(
+    ("line", "where"),
+    [
+        (b'{"type":"metric","name":"1x","kind":"gauge","value":1}', "`$.name`"),
+        (b'{"type":"metric","name":"x\\n","kind":"gauge","value":1}', "`$.name`"),
+        (b'{"type":"metric","name":"a-b","kind":"gauge","value":1}', "`$.name`"),
+        (b'{"type":"metric","name":"x","kind":"gauge","value":1,"labels":{"a b":"v"}}', "labels"),
+        (
+            b'{"type":"metric","name":"x","kind":"gauge","value":1,"labels":{"ok":"v","9":"v"}}',
+            "labels",
+        ),
+    ],
+)
+def test_metric_names_are_checked_every_time(line: bytes, where: str) -> None:
+    # the same names twice: the cache of valid names must never admit an invalid one
+    for _ in range(2):
+        with pytest.raises(msgspec.ValidationError, match="invalid") as exc:
+            decode_event(line)
+        assert where in str(exc.value)
+    valid = decode_event(
+        b'{"type":"metric","name":"x:y_z","kind":"gauge","value":1,"labels":{"_a":"v"}}'
+    )
+    assert isinstance(valid, MetricUpdate) and valid.labels == {"_a": "v"}
