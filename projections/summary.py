@@ -58,6 +58,10 @@ QUANTILES: Final = (0.5, 0.9, 0.99)
 DEFAULT_MAX_BINS: Final = 2048
 
 _LOG_MAX: Final = math.log(sys.float_info.max)
+_floor: Final = math.floor
+_ceil: Final = math.ceil
+_log: Final = math.log
+
 #: ``-log`` of the smallest positive float (5e-324) is 744.44: every index fits the offset.
 _LOG_SPAN: Final = 745.0
 
@@ -200,25 +204,46 @@ class SummaryFamily(_FamilyBase):
     def observe(self, labels: Labels, value: float, ts: float) -> None:
         series = self.series.get(labels)
         if series is None:
-            labels = self._admit(labels, len(self.series))
-            series = self.series.get(labels)
-            if series is None:
-                series = self.series[labels] = SummarySeries()
+            series = self._series(labels)
         series.count += 1
         series.sum += value
-        if not (math.isfinite(value) and math.isfinite(ts)):
+        if value - value != 0.0 or ts - ts != 0.0:  # NaN or infinite (x - x is NaN then)
             return
-        index = math.floor(ts / self.width)
-        windows = series.windows
-        bins = windows.get(index)
+        index = _floor(ts / self.width)
+        bins = series.windows.get(index)
         if bins is None:
-            first, _ = self.window()
-            if index < first:
+            bins = self._bucket(series, index)
+            if bins is None:
                 return  # already slid out of the window
-            for stale in [i for i in windows if i < first]:
-                del windows[stale]
-            bins = windows[index] = {}
-        add_bins(bins, self.mapping.key(value), 1, self.max_bins)
+        mapping = self.mapping
+        key = (
+            _ceil(_log(value) / mapping.log_gamma) + mapping.offset
+            if value > 0.0
+            else mapping.key(value)
+        )
+        current = bins.get(key)
+        if current is not None:
+            bins[key] = current + 1
+        else:
+            add_bins(bins, key, 1, self.max_bins)
+
+    def _series(self, labels: Labels) -> SummarySeries:
+        labels = self._admit(labels, len(self.series))
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = SummarySeries()
+        return series
+
+    def _bucket(self, series: SummarySeries, index: int) -> dict[int, int] | None:
+        """A new age bucket ``index`` (stale ones go), or None if it is behind the window."""
+        first, _ = self.window()
+        if index < first:
+            return None
+        windows = series.windows
+        for stale in [i for i in windows if i < first]:
+            del windows[stale]
+        bins = windows[index] = {}
+        return bins
 
     def window_bins(self, labels_or_series: Labels | SummarySeries) -> dict[int, int]:
         """The merged bins of the window's age buckets (key -> count)."""
