@@ -218,6 +218,7 @@ class _Connection:
         self._interruptible: anyio.CancelScope | None = None  # idle wait or response stream
         self._peer_gone = False
         self._linger = False
+        self._sending_since: float | None = None  # start of a stream chunk's send still pending
 
     def interrupt(self) -> None:
         """Shutdown: end an idle wait or a streaming response now; in-flight requests go on."""
@@ -416,12 +417,17 @@ class _Connection:
                 if self._closing():
                     scope.cancel()
                 tg.start_soon(self._watch_peer, scope)
+                tg.start_soon(self._watch_stall, scope)
                 try:
                     async for chunk in stream:
                         if chunk:
-                            await self._send_event(
-                                h11.Data(data=chunk), self._limits.stream_send_timeout_s
-                            )
+                            # No deadline scope per chunk (a timer per frame per subscriber):
+                            # _watch_stall drops the stream once one send is pending too long.
+                            data = self._h11.send(h11.Data(data=chunk))
+                            if data:
+                                self._sending_since = anyio.current_time()
+                                await self._stream.send(data)
+                                self._sending_since = None
                 except _PEER_GONE:
                     self._peer_gone = True
                 except Exception:
@@ -429,6 +435,7 @@ class _Connection:
                     self._peer_gone = True  # truncated: close without the final chunk
                 finally:
                     self._interruptible = None
+                    self._sending_since = None
             tg.cancel_scope.cancel()
         if self._peer_gone:
             return False
@@ -449,10 +456,23 @@ class _Connection:
             received += len(data)
         await anyio.sleep_forever()
 
-    async def _send_event(self, event: h11.Event, timeout_s: float | None = None) -> None:
+    async def _watch_stall(self, scope: anyio.CancelScope) -> None:
+        """While streaming, end the stream once a chunk has not drained for the send timeout."""
+        limit = self._limits.stream_send_timeout_s
+        while True:
+            since = self._sending_since
+            wait = limit if since is None else since + limit - anyio.current_time()
+            if wait <= 0:
+                logger.info("stream to %s stalled for %.0f s: dropped", self._client, limit)
+                self._peer_gone = True
+                scope.cancel()
+                return
+            await anyio.sleep(wait)
+
+    async def _send_event(self, event: h11.Event) -> None:
         data = self._h11.send(event)
         if data:
-            with anyio.fail_after(timeout_s or self._limits.request_timeout_s):
+            with anyio.fail_after(self._limits.request_timeout_s):
                 await self._stream.send(data)
 
     async def _close(self) -> None:

@@ -111,9 +111,13 @@ class SseHub:
         self.frames_total = 0
 
     def tick(self, *, force: bool = False) -> None:
-        """Diff against the previous tick; push changed series to matching subscribers."""
+        """Diff against the previous tick; push changed series to matching subscribers.
+
+        Without subscribers there is nobody to tell: the diff (a copy of every series) is
+        skipped, and the first subscriber's resync diffs against the last baseline taken.
+        """
         offset = self._offset()
-        if offset == self._last_offset and not force:
+        if (offset == self._last_offset or not self.subscribers) and not force:
             return
         self._last_offset = offset
         current: dict[str, dict[Labels, object]] = {}
@@ -132,7 +136,7 @@ class SseHub:
             # Series that vanished (a metrics_reset) are announced with a null value.
             changed.extend((family, labels) for labels in before.keys() - tokens.keys())
         self._last = current
-        if not changed or not self.subscribers:
+        if not changed or all(sub.resync for sub in self.subscribers):
             return
         payloads: list[tuple[SeriesKey, dict[str, Any]]] = []
         for family, labels in changed:
