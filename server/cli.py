@@ -246,6 +246,49 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- import -----------------------------------------------------------------
+
+
+def _conductor_root(command: str, path: str | None) -> Path | None:
+    if path is None:
+        return None
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UsageError(f"{command}: conductor-loop runs root {root} is not a directory")
+    return root
+
+
+def cmd_import_conductor(args: argparse.Namespace) -> int:
+    import anyio
+
+    from bus.writer import BusWriter
+    from server.conductor_bridge import BlockReport, ConductorBridge
+
+    root = _conductor_root("import conductor", args.root)
+    assert root is not None
+    data_dir = _data_dir(args)
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    def report(block: BlockReport) -> None:
+        sys.stderr.write(f"tally import: {block.path}:{block.line}: {block.reason}\n")
+
+    with BusWriter(data_dir, _config(args).bus) as writer:
+
+        async def append(events: list[Event]) -> list[int]:
+            return await anyio.to_thread.run_sync(writer.append, events)
+
+        bridge = ConductorBridge(root, data_dir, append, report=report)
+        with contextlib.suppress(KeyboardInterrupt):
+            anyio.run(lambda: bridge.run(follow=args.follow))
+    stats = bridge.stats
+    sys.stdout.write(
+        f"imported {stats.messages} messages ({stats.events} events) from {stats.files} files; "
+        f"{stats.duplicates} already imported, {stats.unparseable} unparseable, "
+        f"{stats.pending} pending\n"
+    )
+    return 0
+
+
 # -- serve ------------------------------------------------------------------
 
 
@@ -280,6 +323,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         demo=args.demo,
         token=_read_token(args.token_file) if args.token_file else None,
         protect_reads=args.protect_reads,
+        conductor_root=_conductor_root("serve", args.conductor_root),
     )
     if options.protect_reads and options.token is None:
         raise UsageError("serve: --protect-reads needs --token-file")
@@ -357,8 +401,29 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument(
         "--protect-reads", action="store_true", help="require the token on read endpoints too"
     )
+    srv.add_argument(
+        "--conductor-root",
+        metavar="ROOT",
+        help="also import conductor-loop message buses under ROOT (e.g. ~/.run-agent/runs)",
+    )
     srv.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     srv.set_defaults(func=cmd_serve)
+
+    imp = sub.add_parser("import", help="append events from another tool's files")
+    imp_sub = imp.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    conductor = imp_sub.add_parser(
+        "conductor",
+        parents=[common],
+        help="conductor-loop message buses under a runs root",
+        description="Append every message of the conductor-loop message buses under ROOT "
+        "exactly once (positions in DATA_DIR/conductor/positions.json). Unparseable blocks "
+        "are reported on stderr with file and line; a summary line goes to stdout.",
+    )
+    conductor.add_argument("root", metavar="ROOT", help="runs root, e.g. ~/.run-agent/runs")
+    conductor.add_argument(
+        "--follow", "-f", action="store_true", help="keep importing new messages and files"
+    )
+    conductor.set_defaults(func=cmd_import_conductor)
     return parser
 
 

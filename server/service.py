@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -19,6 +22,7 @@ import anyio.abc
 from bus.errors import TallyError
 from bus.writer import BusWriter
 from server.app import App
+from server.conductor_bridge import ConductorBridge
 from server.config import TallyConfig
 from server.demo import run_demo
 from server.http import HttpLimits, HttpServer
@@ -30,7 +34,8 @@ __all__ = ["ServeOptions", "is_loopback", "serve"]
 
 log = logging.getLogger("tally.serve")
 
-HUB_TICK_S = 0.05
+HUB_TICK_S = 0.05  # at most one diff of the projection per this period
+HUB_POLL_S = 0.005  # how often the hub looks for a newly folded offset
 
 
 class ServeError(TallyError):
@@ -47,6 +52,7 @@ class ServeOptions:
     token: str | None = None
     protect_reads: bool = False
     handle_signals: bool = True
+    conductor_root: Path | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -67,6 +73,18 @@ async def _every(period_s: float, action: object) -> None:
     while True:
         await anyio.sleep(period_s)
         action()
+
+
+async def _tick_hub(hub: SseHub, offset: Callable[[], int]) -> None:
+    """Diff soon after a fold (within HUB_POLL_S), not on a fixed grid: at most once per tick."""
+    last_offset, last_tick = -1, -math.inf
+    while True:
+        await anyio.sleep(HUB_POLL_S)
+        now = anyio.current_time()
+        if now - last_tick < HUB_TICK_S or offset() == last_offset:
+            continue
+        last_offset, last_tick = offset(), now
+        hub.tick()
 
 
 async def serve(
@@ -94,6 +112,15 @@ async def serve(
         default_interval_s=config.server.sse_default_interval_s,
     )
     committer = GroupCommitter(writer)
+    bridge = None
+    if options.conductor_root is not None:  # refuse to start while another process imports
+        bridge = ConductorBridge(options.conductor_root, options.data_dir, committer.submit)
+        try:
+            bridge.open()
+        except BaseException:
+            writer.close()
+            raise
+        log.info("importing conductor-loop message buses under %s", options.conductor_root)
     app = App(
         worker,
         committer,
@@ -112,7 +139,9 @@ async def serve(
         async with anyio.create_task_group() as services:
             await services.start(committer.run)
             await services.start(worker.run)
-            services.start_soon(_every, HUB_TICK_S, hub.tick)
+            if bridge is not None:
+                services.start_soon(partial(bridge.run, follow=True))
+            services.start_soon(_tick_hub, hub, lambda: worker.projection.offset)
             if config.bus.durability == "interval":
                 services.start_soon(_every, config.bus.fsync_interval_s, writer.sync)
             if options.handle_signals:
@@ -132,6 +161,8 @@ async def serve(
                 if checkpoint is not None:
                     log.info("final checkpoint at offset %d", checkpoint.offset)
             finally:
+                if bridge is not None:
+                    bridge.close()
                 writer.close()
 
 

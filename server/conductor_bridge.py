@@ -1,0 +1,655 @@
+"""conductor-loop's message buses under a runs root, appended to tally's bus exactly once.
+
+Rule: a pass appends its events first and saves the file positions after; on
+start, every ``bus_message`` id found on the bus past the saved bus offset
+counts as already appended. So a crash between the two steps is caught up with
+neither a message counted twice nor one skipped.
+
+Files are known by device, inode and a fingerprint of their first bytes, not by
+path, so a rotation (rename to ``NAME.YYYYMMDD-HHMMSS.archived``) keeps its
+position. A file that shrank, or whose first bytes or the bytes just before the
+position changed, was truncated or rewritten: it is read again from the start,
+less the message ids last seen in it. A file replaced by a copy (new inode, same
+name, same bytes up to the position) keeps its position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import stat
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import anyio
+import anyio.abc
+import msgspec
+
+from bus.errors import BusError, TallyError
+from bus.events import BusMessage, Event, RunFinished, RunStarted
+from bus.reader import BusReader
+from server.conductor_format import (
+    RUN_CRASH,
+    RUN_START,
+    RUN_STOP,
+    BusEntry,
+    RunInfo,
+    exit_code_in,
+    parse_bus,
+    parse_run_info,
+)
+
+__all__ = [
+    "DEFAULT_POLL_S",
+    "AppendEvents",
+    "BlockReport",
+    "BridgeBusy",
+    "BridgeStats",
+    "BusFile",
+    "ConductorBridge",
+    "FileState",
+    "Positions",
+    "discover",
+    "entry_events",
+    "positions_path",
+]
+
+log = logging.getLogger("tally.conductor")
+
+#: Appends events to tally's bus and returns their offsets once written.
+AppendEvents = Callable[[list[Event]], Awaitable[list[int]]]
+
+DEFAULT_POLL_S: Final = 0.25
+RETRY_S: Final = 2.0  # pause after a failed pass while following
+HEAD_BYTES: Final = 256  # the fingerprint covers this much of a file's start
+ANCHOR_BYTES: Final = 64  # ... and this much just before the position
+RECENT_IDS: Final = 16  # message ids remembered per file, skipped after a rewrite
+CHUNK_BYTES: Final = 4 << 20
+MAX_BATCH_EVENTS: Final = 20_000  # a pass stops here; the next one goes on at once
+MISSING_TTL_S: Final = 86_400.0  # a vanished file's position is kept this long
+IDLE_SAVE_BYTES: Final = 4 << 20  # re-save when the bus grew this much past the saved offset
+
+_ARCHIVED: Final = re.compile(r"((?:TASK-|PROJECT-)?MESSAGE-BUS\.md)\.\d{8}-\d{6}\.archived")
+_BUS_NAMES: Final = frozenset(("TASK-MESSAGE-BUS.md", "PROJECT-MESSAGE-BUS.md", "MESSAGE-BUS.md"))
+_PATH_PART: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+class BridgeBusy(TallyError):
+    """Raised when another process already imports conductor-loop files into this data dir."""
+
+
+class PositionsError(TallyError):
+    """Raised when the positions file exists but cannot be read."""
+
+
+# -- discovery ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BusFile:
+    """A message-bus file found under the root; ``logical`` drops any ``.archived`` suffix."""
+
+    path: Path
+    rel: str
+    logical: str
+    project: str
+    task: str
+
+
+def _logical_name(name: str) -> str | None:
+    if name in _BUS_NAMES:
+        return name
+    match = _ARCHIVED.fullmatch(name)
+    return match[1] if match else None
+
+
+def discover(root: Path) -> list[BusFile]:
+    """Bus files at the root, in ``<project>/`` and in ``<project>/<task>/``; archives first."""
+    found: list[BusFile] = []
+    _collect(Path(root), (), found)
+    return found
+
+
+def _collect(directory: Path, parts: tuple[str, ...], found: list[BusFile]) -> None:
+    try:
+        with os.scandir(directory) as it:
+            entries = list(it)
+    except OSError:
+        return
+    files: list[tuple[str, bool, str, os.DirEntry[str]]] = []
+    subdirs: list[os.DirEntry[str]] = []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            if len(parts) < 2 and not entry.name.startswith("."):
+                subdirs.append(entry)
+        elif (logical := _logical_name(entry.name)) is not None:
+            files.append((logical, entry.name == logical, entry.name, entry))
+    for logical, _, name, entry in sorted(files, key=lambda f: f[:3]):
+        found.append(
+            BusFile(
+                path=Path(entry.path),
+                rel="/".join((*parts, name)),
+                logical="/".join((*parts, logical)),
+                project=parts[0] if parts else "",
+                task=parts[1] if len(parts) > 1 else "",
+            )
+        )
+    for sub in sorted(subdirs, key=lambda e: e.name):
+        _collect(Path(sub.path), (*parts, sub.name), found)
+
+
+# -- conversion ----------------------------------------------------------------
+
+
+def entry_events(entry: BusEntry, bus_file: BusFile, run: RunInfo | None) -> list[Event]:
+    """The events of one message: a ``bus_message``, then a run event for RUN_* with a run_id."""
+    project = entry.project or bus_file.project
+    task = entry.task or bus_file.task
+    events: list[Event] = [
+        BusMessage(
+            ts=entry.ts,
+            project=project,
+            task=task,
+            run_id=entry.run_id,
+            msg_type=entry.msg_type,
+            msg_id=entry.msg_id,
+        )
+    ]
+    kind = entry.msg_type.upper()
+    if not entry.run_id or kind not in (RUN_START, RUN_STOP, RUN_CRASH):
+        return events
+    agent = run.agent if run is not None else ""
+    if kind == RUN_START:
+        events.append(
+            RunStarted(ts=entry.ts, run_id=entry.run_id, project=project, task=task, agent=agent)
+        )
+        return events
+    failed = kind == RUN_CRASH
+    exit_code = run.exit_code if run is not None and run.finished else None
+    if exit_code is None:
+        exit_code = exit_code_in(entry.body)
+    if exit_code is None:
+        exit_code = -1 if failed else 0
+    events.append(
+        RunFinished(
+            ts=entry.ts,
+            run_id=entry.run_id,
+            project=project,
+            task=task,
+            agent=agent,
+            status="failed" if failed else "completed",
+            exit_code=exit_code,
+            duration_s=run.duration_s if run is not None else None,
+        )
+    )
+    return events
+
+
+# -- positions -------------------------------------------------------------------
+
+
+class FileState(msgspec.Struct, kw_only=True):
+    """Where the bridge is in one file, and how it knows the file again."""
+
+    dev: int
+    ino: int
+    path: str  # relative to the root, as last seen
+    logical: str
+    head: str = ""  # digest of the first head_len bytes
+    head_len: int = 0
+    anchor: str = ""  # digest of the (up to ANCHOR_BYTES) bytes just before offset
+    offset: int = 0
+    line: int = 1
+    recent: list[str] = []
+    missing_since: float | None = None
+
+
+class Positions(msgspec.Struct, kw_only=True):
+    """``<data-dir>/conductor/positions.json``."""
+
+    version: int = 1
+    bus_offset: int = 0  # tally's bus end when saved; ids appended past it are re-checked
+    roots: dict[str, list[FileState]] = {}
+
+
+def positions_path(data_dir: Path) -> Path:
+    return data_dir / "conductor" / "positions.json"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write-temp, fsync, rename, fsync the directory: the file is old or new, never torn."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _appended_ids(data_dir: Path, offset: int) -> tuple[Counter[str], int]:
+    """``bus_message`` ids on the bus from ``offset`` on, and where the scan started."""
+    reader = BusReader(data_dir, quarantine=False)
+    if not 0 <= offset <= reader.end_offset():
+        log.warning("saved bus offset %d is past the end of the bus; checking all of it", offset)
+        offset = 0
+    ids: Counter[str] = Counter()
+    try:
+        batches = list(reader.read_from(offset))
+    except BusError as exc:
+        log.warning("saved bus offset %d unusable (%s); checking all of the bus", offset, exc)
+        offset, batches = 0, list(reader.read_from(0))
+    for batch in batches:
+        ids.update(ev.msg_id for ev in batch.events if type(ev) is BusMessage and ev.msg_id)
+    return ids, offset
+
+
+# -- the bridge -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BlockReport:
+    """An unparseable block: the file, its line, why."""
+
+    path: Path
+    line: int
+    reason: str
+
+
+@dataclass(slots=True)
+class BridgeStats:
+    """Running totals; ``files`` and ``pending`` describe the last pass."""
+
+    files: int = 0
+    messages: int = 0  # messages appended
+    events: int = 0  # events appended (messages plus run events)
+    duplicates: int = 0  # messages found already appended, skipped
+    unparseable: int = 0  # broken blocks reported
+    pending: int = 0  # files ending in an entry or line still being written
+    rewritten: int = 0  # files found truncated or rewritten, read again from the start
+    runs_without_id: int = 0  # RUN_* messages without a run_id: no run event
+    passes: int = 0
+
+
+@dataclass(slots=True)
+class _Pass:
+    states: dict[tuple[int, int], FileState]
+    sizes: dict[tuple[int, int], int] = field(default_factory=dict)
+    settled: dict[tuple[int, int], int] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    reports: list[BlockReport] = field(default_factory=list)
+    used: Counter[str] = field(default_factory=Counter)
+    stats: BridgeStats = field(default_factory=BridgeStats)
+    quiet: bool = True  # every file was parsed as quiet (its size seen twice)
+    cut: bool = False  # stopped at MAX_BATCH_EVENTS; more to do at once
+    runs: dict[tuple[str, str, str], RunInfo | None] = field(default_factory=dict)
+
+
+def _log_report(report: BlockReport) -> None:
+    log.warning("%s:%d: %s", report.path, report.line, report.reason)
+
+
+class ConductorBridge:
+    """Imports every bus file under ``root``; ``run(follow=True)`` keeps doing it."""
+
+    def __init__(
+        self,
+        root: Path,
+        data_dir: Path,
+        append: AppendEvents,
+        *,
+        report: Callable[[BlockReport], None] = _log_report,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = Path(root)
+        self.data_dir = data_dir
+        self.stats = BridgeStats()
+        self._append = append
+        self._report = report
+        self._clock = clock
+        self._key = str(self.root.resolve())
+        self._path = positions_path(data_dir)
+        self._lock_fd: int | None = None
+        self._positions = Positions()
+        self._states: dict[tuple[int, int], FileState] = {}
+        self._already: Counter[str] = Counter()  # ids appended before a crash, not matched yet
+        self._sizes: dict[tuple[int, int], int] = {}  # each file's size at the previous pass
+        self._settled: dict[tuple[int, int], int] = {}  # size at which a quiet parse left a tail
+        self._unsaved = False  # positions changed in memory but not yet saved
+
+    # -- lifetime -------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the lock, load the positions and collect the ids appended since their save."""
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        lock = self._path.with_name("LOCK")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BridgeBusy(
+                f"another tally process is importing conductor-loop files into {self.data_dir} "
+                f"(it holds {lock})"
+            ) from None
+        self._lock_fd = fd
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self) -> None:
+        try:
+            self._positions = msgspec.json.decode(self._path.read_bytes(), type=Positions)
+        except FileNotFoundError:  # first start: save before the first append
+            end = BusReader(self.data_dir, quarantine=False).end_offset()
+            self._positions = Positions(bus_offset=end)
+            self._save()
+        except (msgspec.MsgspecError, OSError) as exc:
+            raise PositionsError(
+                f"cannot read {self._path} ({exc}); move it away to import everything again"
+            ) from None
+        states = self._positions.roots.get(self._key, [])
+        self._states = {(s.dev, s.ino): s for s in states}
+        self._already, self._positions.bus_offset = _appended_ids(
+            self.data_dir, self._positions.bus_offset
+        )
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _save(self) -> None:
+        _write_atomically(self._path, msgspec.json.encode(self._positions))
+
+    async def run(
+        self,
+        *,
+        follow: bool = False,
+        poll_interval_s: float = DEFAULT_POLL_S,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> BridgeStats:
+        """Import until every file is read (or, with ``follow``, until cancelled).
+
+        Opens the bridge unless ``open()`` was called already; closes it on the way out.
+        """
+        if self._lock_fd is None:
+            await anyio.to_thread.run_sync(self.open)
+        try:
+            task_status.started()
+            while True:
+                try:
+                    more = await self.poll(quiet=not follow)
+                except Exception:
+                    if not follow:
+                        raise
+                    log.exception("conductor import pass failed; retrying")  # nothing was saved
+                    await anyio.sleep(RETRY_S)
+                    more = False
+                if not more:
+                    if not follow:
+                        return self.stats
+                    await anyio.sleep(poll_interval_s)
+        finally:
+            self.close()
+
+    async def poll(self, *, quiet: bool) -> bool:
+        """One pass: read, append, save. ``quiet`` treats every file as complete (one-shot).
+
+        Returns whether the pass stopped early with more to read.
+        """
+        plan = await anyio.to_thread.run_sync(self._plan, quiet)
+        if plan.events:
+            try:
+                await self._append(plan.events)
+            except Exception:  # part of the batch may have landed: take it as appended
+                await anyio.to_thread.run_sync(self._recheck)
+                raise
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._commit, plan)
+        return plan.cut
+
+    def _recheck(self) -> None:
+        self._already, _ = _appended_ids(self.data_dir, self._positions.bus_offset)
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def _plan(self, quiet_all: bool) -> _Pass:
+        now = self._clock()
+        plan = _Pass(states={})
+        found: list[tuple[BusFile, os.stat_result]] = []
+        for bus_file in discover(self.root):
+            try:
+                st = os.stat(bus_file.path, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in plan.sizes:
+                plan.sizes[(st.st_dev, st.st_ino)] = st.st_size
+                found.append((bus_file, st))
+        orphans = {k: s for k, s in self._states.items() if k not in plan.sizes}
+        for bus_file, st in found:
+            ident = (st.st_dev, st.st_ino)
+            state = self._states.get(ident) or _adopt(orphans, bus_file, st)
+            if state is not None:  # as found now: the file may have been renamed or replaced
+                state = msgspec.structs.replace(
+                    state, dev=ident[0], ino=ident[1], path=bus_file.rel, missing_since=None
+                )
+                plan.states[ident] = state
+            if plan.cut:
+                continue
+            quiet = quiet_all or self._sizes.get(ident) == st.st_size
+            plan.quiet &= quiet
+            try:
+                self._plan_file(plan, bus_file, st, state, quiet=quiet)
+            except OSError as exc:
+                log.warning("cannot read %s: %s", bus_file.path, exc)
+        for ident, state in orphans.items():
+            since = state.missing_since if state.missing_since is not None else now
+            if now - since < MISSING_TTL_S:
+                plan.states[ident] = msgspec.structs.replace(state, missing_since=since)
+        plan.stats.files = len(found)
+        return plan
+
+    def _plan_file(
+        self,
+        plan: _Pass,
+        bus_file: BusFile,
+        st: os.stat_result,
+        state: FileState | None,
+        *,
+        quiet: bool,
+    ) -> None:
+        """Read one file from its position; its new state goes into ``plan.states``."""
+        ident = (st.st_dev, st.st_ino)
+        size = st.st_size
+        fresh = FileState(dev=ident[0], ino=ident[1], path=bus_file.rel, logical=bus_file.logical)
+        if state is not None:
+            if size == state.offset:
+                return  # nothing new
+            if quiet and self._settled.get(ident) == size:
+                plan.settled[ident] = size  # a tail still incomplete: nothing new either
+                plan.stats.pending += 1
+                return
+        skip: set[str] = set()
+        with open(bus_file.path, "rb", buffering=0) as f:
+            fd = f.fileno()
+            if state is not None and not _still_valid(fd, size, state):
+                log.warning(
+                    "%s was truncated or rewritten: reading it from the start", bus_file.path
+                )
+                plan.stats.rewritten += 1
+                skip = set(state.recent)
+                state = None
+            state = state or fresh
+            pos, line, recent = state.offset, state.line, list(state.recent)
+            chunk, pending = CHUNK_BYTES, False
+            while True:
+                want = min(chunk, size - pos)
+                data = os.pread(fd, want, pos)
+                at_end = len(data) < want or pos + len(data) >= size
+                result = parse_bus(
+                    data,
+                    offset=pos,
+                    line=line,
+                    final=quiet and at_end and len(data) == want,
+                    id_seed=bus_file.logical,
+                )
+                for error in result.errors:
+                    plan.reports.append(BlockReport(bus_file.path, error.line, error.reason))
+                for entry in result.entries:
+                    self._take(plan, entry, bus_file, skip)
+                    recent.append(entry.msg_id)
+                stalled = result.consumed == pos
+                pos, line = result.consumed, result.consumed_line
+                if at_end:
+                    pending = result.pending_line is not None
+                    break
+                if len(plan.events) >= MAX_BATCH_EVENTS:
+                    plan.cut = True
+                    break
+                if stalled:  # one entry longer than a chunk
+                    chunk *= 2
+            head_len = min(size, HEAD_BYTES)
+            head = state.head if head_len == state.head_len else _digest(os.pread(fd, head_len, 0))
+            start = max(0, pos - ANCHOR_BYTES)
+            anchor = _digest(os.pread(fd, pos - start, start)) if pos else ""
+        plan.states[ident] = msgspec.structs.replace(
+            state,
+            head=head,
+            head_len=head_len,
+            anchor=anchor,
+            offset=pos,
+            line=line,
+            recent=recent[-RECENT_IDS:],
+        )
+        if pending:
+            plan.stats.pending += 1
+            if quiet:
+                plan.settled[ident] = size
+
+    def _take(
+        self,
+        plan: _Pass,
+        entry: BusEntry,
+        bus_file: BusFile,
+        skip: set[str],
+    ) -> None:
+        """Add one message's events to the pass, unless it was appended already."""
+        msg_id = entry.msg_id
+        if self._already[msg_id] > plan.used[msg_id]:
+            plan.used[msg_id] += 1
+            plan.stats.duplicates += 1
+            return
+        if msg_id in skip:
+            skip.discard(msg_id)
+            plan.stats.duplicates += 1
+            return
+        kind = entry.msg_type.upper()
+        run = None
+        if kind in (RUN_START, RUN_STOP, RUN_CRASH):
+            if entry.run_id:
+                run = self._run_info(entry, bus_file, plan.runs)
+            else:
+                plan.stats.runs_without_id += 1
+        events = entry_events(entry, bus_file, run)
+        plan.events.extend(events)
+        plan.stats.messages += 1
+        plan.stats.events += len(events)
+
+    def _run_info(
+        self, entry: BusEntry, bus_file: BusFile, runs: dict[tuple[str, str, str], RunInfo | None]
+    ) -> RunInfo | None:
+        """``<root>/<project>/<task>/runs/<run_id>/run-info.yaml``, read once per pass."""
+        key = (entry.project or bus_file.project, entry.task or bus_file.task, entry.run_id)
+        if key not in runs:
+            runs[key] = None
+            if all(_PATH_PART.fullmatch(part) for part in key):
+                path = self.root.joinpath(key[0], key[1], "runs", key[2], "run-info.yaml")
+                with contextlib.suppress(OSError):
+                    runs[key] = parse_run_info(path.read_bytes())
+        return runs[key]
+
+    def _commit(self, plan: _Pass) -> None:
+        """After the append: adopt the pass's positions, report its blocks, save.
+
+        Memory is updated before the save, so a failed save never appends twice;
+        it is retried at the next pass (a crash before then is the recovery case).
+        """
+        changed = bool(plan.events) or plan.states != self._states or self._unsaved
+        self._unsaved = changed
+        self._states = plan.states
+        self._sizes = plan.sizes
+        self._settled = plan.settled
+        self._already -= plan.used
+        if plan.quiet and not plan.cut and self._already:
+            self._already.clear()  # every file was read to its quiet end: the rest is not ours
+            changed = True
+        for report in plan.reports:
+            self._report(report)
+        total, done = self.stats, plan.stats
+        total.files, total.pending = done.files, done.pending
+        total.messages += done.messages
+        total.events += done.events
+        total.duplicates += done.duplicates
+        total.unparseable += len(plan.reports)
+        total.rewritten += done.rewritten
+        total.runs_without_id += done.runs_without_id
+        total.passes += 1
+        end = BusReader(self.data_dir, quarantine=False).end_offset()
+        if not changed and end - self._positions.bus_offset < IDLE_SAVE_BYTES:
+            return
+        if not self._already:  # else keep re-checking from where the unmatched ids are
+            self._positions.bus_offset = end
+        self._positions.roots[self._key] = list(self._states.values())
+        self._save()
+        self._unsaved = False
+
+
+def _still_valid(fd: int, size: int, state: FileState) -> bool:
+    """Whether the file still holds what the state saw: same first bytes, same bytes before it."""
+    if size < state.offset:
+        return False
+    if state.head_len and _digest(os.pread(fd, state.head_len, 0)) != state.head:
+        return False
+    start = max(0, state.offset - ANCHOR_BYTES)
+    return not state.anchor or _digest(os.pread(fd, state.offset - start, start)) == state.anchor
+
+
+def _adopt(
+    orphans: dict[tuple[int, int], FileState], bus_file: BusFile, st: os.stat_result
+) -> FileState | None:
+    """The position of a vanished file that this new inode is a copy of, if any."""
+    for ident, state in orphans.items():
+        if state.logical != bus_file.logical or st.st_size < state.offset:
+            continue
+        try:
+            with open(bus_file.path, "rb", buffering=0) as f:
+                same = _still_valid(f.fileno(), st.st_size, state)
+        except OSError:
+            return None
+        if same:
+            del orphans[ident]
+            return state
+    return None
