@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Callable
+from itertools import compress
 from typing import Any, Final
 
 import msgspec
@@ -108,8 +109,11 @@ class LoopFold:
         self.loops: dict[str, LoopState] = {}
         self.active_loops: dict[str, None] = {}
         self.sketch = self._new_sketch()
-        #: (loop_id, ts, duration) of iterations not yet in the quantile sketch.
-        self._pending: list[tuple[str, float, float]] = []
+        #: Iterations not yet in the quantile sketch, as three parallel columns (loop_id,
+        #: ts, duration): appending to lists allocates nothing the garbage collector tracks.
+        self._pending_loops: list[str] = []
+        self._pending_ts: list[float] = []
+        self._pending_durations: list[float] = []
         self.handlers: dict[type[EventBase], Handler] = {
             LoopStarted: self.loop_started,
             LoopStopped: self.loop_stopped,
@@ -183,8 +187,10 @@ class LoopFold:
             s.scores.append(score)
             s.seen |= ITERATION_BITS | SCORE_BITS
         ts = ev.ts
-        pending = self._pending
-        pending.append((ev.loop_id, now if ts is None else ts, duration))
+        pending = self._pending_loops
+        pending.append(ev.loop_id)
+        self._pending_ts.append(now if ts is None else ts)
+        self._pending_durations.append(duration)
         if len(pending) >= _PENDING_LIMIT:
             self.clock.now = now
             self._trim_pending()
@@ -245,16 +251,24 @@ class LoopFold:
         sketch = self.sketch
         first, _ = sketch.window()
         horizon = (first - 1) * sketch.width  # older ones can never be read again
-        self._pending = [item for item in self._pending if item[1] >= horizon]
-        if len(self._pending) >= _PENDING_LIMIT // 2:
+        keep = [ts >= horizon for ts in self._pending_ts]
+        self._pending_loops = list(compress(self._pending_loops, keep))
+        self._pending_ts = list(compress(self._pending_ts, keep))
+        self._pending_durations = list(compress(self._pending_durations, keep))
+        if len(self._pending_loops) >= _PENDING_LIMIT // 2:
             self.drain()
 
     def drain(self) -> None:
         """Observe every buffered iteration duration into the quantile sketch (in log order)."""
         observe = self.sketch.observe
-        for loop_id, ts, duration in self._pending:
+        for loop_id, ts, duration in zip(
+            self._pending_loops, self._pending_ts, self._pending_durations, strict=True
+        ):
             observe((loop_id,), duration, ts)
-        self._pending = []
+        self._clear_pending()
+
+    def _clear_pending(self) -> None:
+        self._pending_loops, self._pending_ts, self._pending_durations = [], [], []
 
     # -- resets, reading, records -------------------------------------------------
 
@@ -265,7 +279,7 @@ class LoopFold:
             self.loops.clear()
             self.active_loops.clear()
             self.sketch = self._new_sketch()
-            self._pending = []
+            self._clear_pending()
             return
         for suffix in matched:
             if suffix == "active_loops":
@@ -275,7 +289,7 @@ class LoopFold:
                 s.clear(suffix)
             if suffix == "iteration_duration_seconds":
                 self.sketch = self._new_sketch()
-                self._pending = []
+                self._clear_pending()
 
     def refill(self, families: dict[str, Family]) -> None:
         """Refill the loop families (keyed by suffix) from the loop states."""
@@ -283,7 +297,7 @@ class LoopFold:
 
     def rollups(self) -> dict[str, LoopRollup]:
         """Every loop's roll-up (``__overflow__`` collects the loops past the series limit)."""
-        if self._pending:
+        if self._pending_loops:
             self.drain()
         out: dict[str, LoopRollup] = {}
         for loop_id, s in self.loops.items():
@@ -294,7 +308,7 @@ class LoopFold:
         return out
 
     def export_state(self) -> LoopFoldState:
-        if self._pending:
+        if self._pending_loops:
             self.drain()
         return LoopFoldState(
             loops={loop_id: s.to_record() for loop_id, s in self.loops.items()},
