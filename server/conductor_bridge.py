@@ -5,19 +5,16 @@ start, every ``bus_message`` id found on the bus past the saved bus offset
 counts as already appended. So a crash between the two steps is caught up with
 neither a message counted twice nor one skipped.
 
-Files are known by device, inode and a fingerprint of their first bytes, not by
-path, so a rotation (rename to ``NAME.YYYYMMDD-HHMMSS.archived``) keeps its
-position. A file that shrank, or whose first bytes or the bytes just before the
-position changed, was truncated or rewritten: it is read again from the start,
-less the message ids last seen in it. A file replaced by a copy (new inode, same
-name, same bytes up to the position) keeps its position.
+Files are known by identity, not by path (see ``server.conductor_positions``): a
+rotation keeps its position, a truncated or rewritten file is read again from the
+start, and a file replaced by a copy (new inode, same name, same bytes up to the
+position) keeps its position.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -33,7 +30,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from bus.errors import BusError, TallyError
+from bus.errors import TallyError
 from bus.events import BusMessage, Event, RunFinished, RunStarted
 from bus.reader import BusReader
 from server.conductor_format import (
@@ -45,6 +42,16 @@ from server.conductor_format import (
     exit_code_in,
     parse_bus,
     parse_run_info,
+)
+from server.conductor_positions import (
+    FileState,
+    Positions,
+    advanced,
+    appended_ids,
+    load_positions,
+    positions_path,
+    save_positions,
+    still_valid,
 )
 
 __all__ = [
@@ -69,9 +76,6 @@ AppendEvents = Callable[[list[Event]], Awaitable[list[int]]]
 
 DEFAULT_POLL_S: Final = 0.25
 RETRY_S: Final = 2.0  # pause after a failed pass while following
-HEAD_BYTES: Final = 256  # the fingerprint covers this much of a file's start
-ANCHOR_BYTES: Final = 64  # ... and this much just before the position
-RECENT_IDS: Final = 16  # message ids remembered per file, skipped after a rewrite
 CHUNK_BYTES: Final = 4 << 20
 MAX_BATCH_EVENTS: Final = 20_000  # a pass stops here; the next one goes on at once
 MISSING_TTL_S: Final = 86_400.0  # a vanished file's position is kept this long
@@ -84,10 +88,6 @@ _PATH_PART: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 class BridgeBusy(TallyError):
     """Raised when another process already imports conductor-loop files into this data dir."""
-
-
-class PositionsError(TallyError):
-    """Raised when the positions file exists but cannot be read."""
 
 
 # -- discovery ---------------------------------------------------------------
@@ -193,77 +193,6 @@ def entry_events(entry: BusEntry, bus_file: BusFile, run: RunInfo | None) -> lis
     return events
 
 
-# -- positions -------------------------------------------------------------------
-
-
-class FileState(msgspec.Struct, kw_only=True):
-    """Where the bridge is in one file, and how it knows the file again."""
-
-    dev: int
-    ino: int
-    path: str  # relative to the root, as last seen
-    logical: str
-    head: str = ""  # digest of the first head_len bytes
-    head_len: int = 0
-    anchor: str = ""  # digest of the (up to ANCHOR_BYTES) bytes just before offset
-    offset: int = 0
-    line: int = 1
-    recent: list[str] = []
-    missing_since: float | None = None
-
-
-class Positions(msgspec.Struct, kw_only=True):
-    """``<data-dir>/conductor/positions.json``."""
-
-    version: int = 1
-    bus_offset: int = 0  # tally's bus end when saved; ids appended past it are re-checked
-    roots: dict[str, list[FileState]] = {}
-
-
-def positions_path(data_dir: Path) -> Path:
-    return data_dir / "conductor" / "positions.json"
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write-temp, fsync, rename, fsync the directory: the file is old or new, never torn."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _appended_ids(data_dir: Path, offset: int) -> tuple[Counter[str], int]:
-    """``bus_message`` ids on the bus from ``offset`` on, and where the scan started."""
-    reader = BusReader(data_dir, quarantine=False)
-    if not 0 <= offset <= reader.end_offset():
-        log.warning("saved bus offset %d is past the end of the bus; checking all of it", offset)
-        offset = 0
-    ids: Counter[str] = Counter()
-    try:
-        batches = list(reader.read_from(offset))
-    except BusError as exc:
-        log.warning("saved bus offset %d unusable (%s); checking all of the bus", offset, exc)
-        offset, batches = 0, list(reader.read_from(0))
-    for batch in batches:
-        ids.update(ev.msg_id for ev in batch.events if type(ev) is BusMessage and ev.msg_id)
-    return ids, offset
-
-
 # -- the bridge -------------------------------------------------------------------
 
 
@@ -360,19 +289,10 @@ class ConductorBridge:
             raise
 
     def _load(self) -> None:
-        try:
-            self._positions = msgspec.json.decode(self._path.read_bytes(), type=Positions)
-        except FileNotFoundError:  # first start: save before the first append
-            end = BusReader(self.data_dir, quarantine=False).end_offset()
-            self._positions = Positions(bus_offset=end)
-            self._save()
-        except (msgspec.MsgspecError, OSError) as exc:
-            raise PositionsError(
-                f"cannot read {self._path} ({exc}); move it away to import everything again"
-            ) from None
+        self._positions = load_positions(self.data_dir)
         states = self._positions.roots.get(self._key, [])
         self._states = {(s.dev, s.ino): s for s in states}
-        self._already, self._positions.bus_offset = _appended_ids(
+        self._already, self._positions.bus_offset = appended_ids(
             self.data_dir, self._positions.bus_offset
         )
 
@@ -382,7 +302,7 @@ class ConductorBridge:
             self._lock_fd = None
 
     def _save(self) -> None:
-        _write_atomically(self._path, msgspec.json.encode(self._positions))
+        save_positions(self.data_dir, self._positions)
 
     async def run(
         self,
@@ -432,7 +352,7 @@ class ConductorBridge:
         return plan.cut
 
     def _recheck(self) -> None:
-        self._already, _ = _appended_ids(self.data_dir, self._positions.bus_offset)
+        self._already, _ = appended_ids(self.data_dir, self._positions.bus_offset)
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -495,7 +415,7 @@ class ConductorBridge:
         skip: set[str] = set()
         with open(bus_file.path, "rb", buffering=0) as f:
             fd = f.fileno()
-            if state is not None and not _still_valid(fd, size, state):
+            if state is not None and not still_valid(fd, size, state):
                 log.warning(
                     "%s was truncated or rewritten: reading it from the start", bus_file.path
                 )
@@ -531,19 +451,7 @@ class ConductorBridge:
                     break
                 if stalled:  # one entry longer than a chunk
                     chunk *= 2
-            head_len = min(size, HEAD_BYTES)
-            head = state.head if head_len == state.head_len else _digest(os.pread(fd, head_len, 0))
-            start = max(0, pos - ANCHOR_BYTES)
-            anchor = _digest(os.pread(fd, pos - start, start)) if pos else ""
-        plan.states[ident] = msgspec.structs.replace(
-            state,
-            head=head,
-            head_len=head_len,
-            anchor=anchor,
-            offset=pos,
-            line=line,
-            recent=recent[-RECENT_IDS:],
-        )
+            plan.states[ident] = advanced(state, fd, size, offset=pos, line=line, recent=recent)
         if pending:
             plan.stats.pending += 1
             if quiet:
@@ -627,16 +535,6 @@ class ConductorBridge:
         self._unsaved = False
 
 
-def _still_valid(fd: int, size: int, state: FileState) -> bool:
-    """Whether the file still holds what the state saw: same first bytes, same bytes before it."""
-    if size < state.offset:
-        return False
-    if state.head_len and _digest(os.pread(fd, state.head_len, 0)) != state.head:
-        return False
-    start = max(0, state.offset - ANCHOR_BYTES)
-    return not state.anchor or _digest(os.pread(fd, state.offset - start, start)) == state.anchor
-
-
 def _adopt(
     orphans: dict[tuple[int, int], FileState], bus_file: BusFile, st: os.stat_result
 ) -> FileState | None:
@@ -646,7 +544,7 @@ def _adopt(
             continue
         try:
             with open(bus_file.path, "rb", buffering=0) as f:
-                same = _still_valid(f.fileno(), st.st_size, state)
+                same = still_valid(f.fileno(), st.st_size, state)
         except OSError:
             return None
         if same:

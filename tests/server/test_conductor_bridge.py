@@ -26,8 +26,8 @@ from server.conductor_bridge import (
     BridgeStats,
     ConductorBridge,
     discover,
-    positions_path,
 )
+from server.conductor_positions import positions_path
 from tests.server.serverproc import samples, tally, tally_server
 
 pytestmark = pytest.mark.anyio

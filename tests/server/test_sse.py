@@ -274,3 +274,50 @@ def test_a_stalled_subscriber_is_disconnected_after_the_stall_timeout(data_dir: 
                 }
         finally:
             stalled.close()
+
+
+def tick(round_: int) -> dict[str, Any]:
+    """One small gauge, set to `round_`: what the healthy subscriber below watches."""
+    return {"type": "metric", "name": "app_tick", "kind": "gauge", "op": "set", "value": round_}
+
+
+def test_a_stalled_subscriber_is_dropped_while_a_healthy_one_keeps_receiving(
+    data_dir: Path,
+) -> None:
+    (data_dir / "tally.toml").write_text("[server]\nsse_stall_timeout_s = 1.0\n")
+    with tally_server(data_dir) as server:
+        healthy = connect(server, "interval=0.1&match=app_tick")
+        drain = Drain(healthy)
+        drain.start()
+        stalled = stalled_subscriber(server.port)
+        try:
+            wait_subscribers(server, 2)
+            deadline = time.monotonic() + 15
+            round_ = 0
+            while server.status()["sse_subscribers"] == 2:
+                assert time.monotonic() < deadline, "the stalled subscriber was never dropped"
+                round_ += 1
+                server.post_events([*wide_gauges(round_), tick(round_)])
+                time.sleep(0.1)
+            assert server.status()["sse_subscribers"] == 1  # only the stalled one went
+            # While the other was stuck, the healthy subscriber was sent the ticks as they came.
+            ticks = [value_of(f, "app_tick") for f in drain.frames if f.event == "update"]
+            assert len(ticks) >= 2, drain.frames
+            assert ticks == sorted(ticks), ticks
+
+            # And it still is: a change made after the drop reaches it.
+            reply = server.post_events([tick(round_ + 1)])
+            newest = str(server.wait_folded(reply["last_offset"] + 1)["folded_offset"])
+            deadline = time.monotonic() + 5
+            while not drain.frames or drain.frames[-1].id != newest:
+                assert drain.error is None, drain.error
+                assert time.monotonic() < deadline, drain.frames[-1:]
+                time.sleep(0.05)
+            assert value_of(drain.frames[-1], "app_tick") == round_ + 1
+            assert drain.error is None, drain.error
+            assert server.status()["sse_subscribers"] == 1
+        finally:
+            drain.halt.set()
+            drain.join(5)
+            healthy.close()
+            stalled.close()
