@@ -169,6 +169,57 @@ def bench_read(root: Path, n_events: int, repeat: int) -> dict[str, float]:
     }
 
 
+def run(
+    quick: bool,
+    *,
+    append_events: int | None = None,
+    read_events: int | None = None,
+    repeat: int | None = None,
+) -> dict[str, float]:
+    """The figures as a flat ``{dotted key: number}`` dict, for ``python -m benchmarks``.
+
+    Full: everything ``main`` measures (200,000 events per append run, a 1,000,000-event
+    read log). ``quick``: only batch appends of 1,000 under ``never`` and ``interval`` beside
+    the raw ``os.write`` ceiling (the fsync policies are time-boxed at 1 s a run, too slow
+    for a quick run), 100,000 events per append run, a 200,000-event read log. Either way
+    ``ingest.append_events_per_s`` is ``BusWriter.append`` of batches of 1,000 under the
+    default durability (``interval``). ``read.raw_read_events_per_s`` is the bare
+    ``read_bytes`` of the read log's segments (page cache), no decoding: the read ceiling.
+    ``append_events``, ``read_events`` and ``repeat``
+    override the sizes (tests use tiny ones).
+    """
+    n_append = append_events if append_events is not None else (100_000 if quick else 200_000)
+    n_read = read_events if read_events is not None else (200_000 if quick else 1_000_000)
+    reps = repeat if repeat is not None else 3
+    with tempfile.TemporaryDirectory(prefix="tally-bench-bus-") as tmp:
+        root = Path(tmp)
+        if quick:
+            appends = _Appends(root, list(mixed_events(n_append, seed=7)))
+            results = {
+                f"append.batch{BATCH}_{policy}_events_per_s": _median_rate(
+                    partial(appends.writer_run, policy, BATCH), reps
+                )
+                for policy in ("never", "interval")
+            }
+            results[f"append.batch{BATCH}_ceiling_events_per_s"] = _median_rate(
+                partial(appends.ceiling_run, BATCH), reps
+            )
+        else:
+            results = bench_append(root, n_append, reps)
+        results |= bench_read(root, n_read, reps)
+        segments = [seg.path for seg in list_segments(bus_dir(root / "read"))]
+
+        def raw_read() -> int:
+            for path in segments:
+                path.read_bytes()
+            return n_read
+
+        results["read.raw_read_events_per_s"] = _median_rate(raw_read, reps)
+    results["append.events_per_run"] = float(n_append)
+    results["ingest.append_events_per_s"] = results[f"append.batch{BATCH}_interval_events_per_s"]
+    return results
+
+
 def _table(results: dict[str, float]) -> str:
     rows = []
     for key, value in results.items():

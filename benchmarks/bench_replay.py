@@ -83,6 +83,28 @@ def bench(data_dir: Path, n: int, repeat: int) -> dict[str, Any]:
     return results
 
 
+def run(quick: bool, *, events: int | None = None, repeat: int | None = None) -> dict[str, float]:
+    """The figures as a flat ``{dotted key: number}`` dict, for ``python -m benchmarks``.
+
+    Sizes: 1,000,000 events (200,000 with ``quick``), 3 timed runs; ``events`` and
+    ``repeat`` override them (tests use tiny sizes).
+    """
+    n = events if events is not None else (200_000 if quick else 1_000_000)
+    reps = repeat if repeat is not None else 3
+    with tempfile.TemporaryDirectory(prefix="tally-bench-replay-") as tmp:
+        results = bench(Path(tmp), n, reps)
+    flat: dict[str, float] = {
+        "replay.events_per_s": results["replay"]["events_per_s"],
+        "replay.ratio_to_decode": results["replay"]["ratio_to_decode"],
+        "replay.log_events": float(n),
+        "replay.log_bytes": float(results["log"]["bytes"]),
+    }
+    for stage in ("decode", "read", "fold", "replay"):
+        flat[f"replay.{stage}_seconds"] = results[stage]["seconds"]
+        flat[f"replay.{stage}_events_per_s"] = results[stage]["events_per_s"]
+    return flat
+
+
 def _table(results: dict[str, Any]) -> str:
     rows = [f"{'stage':10s} {'seconds':>9s} {'events/s':>12s} {'ns/event':>9s}"]
     for key in ("decode", "read", "fold", "replay"):

@@ -1,0 +1,145 @@
+"""The suite machinery (`python -m benchmarks`) at a tiny size: keys, JSON, targets, failures.
+
+The replay, mtail, render and bus sections really run (tiny inputs; render needs its
+100k series for ``render.ms_100k``). The server section is replaced by a stand-in:
+bench_server's own smallest run takes about 30 s and has its own module; here only the
+aggregation of its figures is under test. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import types
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from benchmarks import suite
+
+SERVER_KEYS = (
+    "ingest.http_events_per_s",
+    "latency.append_to_scrape_p99_ms",
+    "latency.append_to_sse_p99_ms_1000_subscribers",
+    "restart.seconds_10m_events",
+    "restart.seconds_10m_events_no_snapshot",
+)
+META_KEYS = (
+    "python",
+    "msgspec",
+    "platform",
+    "cpus",
+    "loadavg_before",
+    "loadavg_after",
+    "quick",
+    "started_at",
+    "duration_s",
+)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def server_stand_in(sizes: suite.Sizes) -> Mapping[str, object]:
+    """What bench_server.run returns, in shape: numbers under its keys, meta.* besides."""
+    return {
+        **{key: float(i + 1) for i, key in enumerate(SERVER_KEYS)},
+        "latency.append_to_sse_interval_s": 0.1,
+        "meta.loadavg_before_ingest": 1.0,
+    }
+
+
+def test_tiny_run_writes_every_required_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(suite.SECTIONS, "server", server_stand_in)
+    out = tmp_path / "results.json"
+    assert suite.main(["--tiny", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    results = report["results"]
+    for key in suite.REQUIRED:
+        value = results[key]
+        assert isinstance(value, float) and math.isfinite(value), key
+    for key in META_KEYS:
+        assert key in report["meta"], key
+    assert report["meta"]["size"] == "tiny"
+    assert len(report["meta"]["loadavg_before"]) == 3
+    assert set(report["meta"]["sections"]) == set(suite.SECTIONS)
+    assert "problems" not in report["meta"]
+    for key, target in report["targets"].items():
+        assert key in results
+        assert target["op"] in (">=", "<=", "<") and isinstance(target["met"], bool)
+    sse = report["targets"]["latency.append_to_sse_p99_ms_1000_subscribers"]
+    assert sse["target"] == pytest.approx(150.0)
+    # the peers' raw figures are there too
+    assert results["mtail.one_shot_seconds"] > 0
+    assert results["render.prometheus_client_ms_100k"] > 0
+    assert results["replay.decode_events_per_s"] > 0
+
+
+def test_missing_keys_exit_non_zero(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--tiny", "--only", "replay", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "missing required key render.ms_100k" in proc.stderr
+    assert "MISSING" in proc.stdout
+    report = json.loads(out.read_text())
+    assert "replay.events_per_s" in report["results"]
+    assert any("restart.seconds_10m_events" in p for p in report["meta"]["problems"])
+
+
+def test_a_failing_section_is_reported_and_the_rest_still_run() -> None:
+    def broken(sizes: suite.Sizes) -> Mapping[str, object]:
+        raise RuntimeError("boom")
+
+    def fine(sizes: suite.Sizes) -> Mapping[str, object]:
+        return {key: 1.0 for key in suite.REQUIRED if key != "replay.events_per_s"}
+
+    report = suite.run_suite(suite.TINY, sections={"broken": broken, "fine": fine})
+    assert "section broken failed: RuntimeError: boom" in report["problems"]
+    assert "missing required key replay.events_per_s" in report["problems"]
+    assert report["results"]["render.ms_100k"] == 1.0
+
+
+def test_non_finite_figures_are_refused() -> None:
+    def nan(sizes: suite.Sizes) -> Mapping[str, object]:
+        return {key: math.nan for key in suite.REQUIRED}
+
+    report = suite.run_suite(suite.TINY, sections={"nan": nan})
+    assert len(report["problems"]) == len(suite.REQUIRED)
+    assert all("not a finite number" in p for p in report["problems"])
+    assert report["targets"] == {}
+
+
+def test_server_section_without_run_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "benchmarks.bench_server", types.ModuleType("bench_server"))
+    with pytest.raises(suite.SectionError, match=r"has no run\(quick\)"):
+        suite.SECTIONS["server"](suite.TINY)
+
+
+@pytest.mark.parametrize(
+    ("op", "bound", "value", "met"),
+    [
+        (">=", 15.0, 15.0, True),
+        (">=", 15.0, 14.9, False),
+        ("<=", 50.0, 50.0, True),
+        ("<", 60.0, 60.0, False),
+        ("<", 60.0, 59.9, True),
+    ],
+)
+def test_target(op: str, bound: float, value: float, met: bool) -> None:
+    assert suite.Target(op, bound).met(value) is met
+
+
+def test_sse_target_follows_the_measured_interval() -> None:
+    goals = suite.targets({"latency.append_to_sse_interval_s": 0.25})
+    assert goals["latency.append_to_sse_p99_ms_1000_subscribers"] == suite.Target("<=", 300.0)
+    assert "latency.append_to_sse_p99_ms_1000_subscribers" not in suite.targets({})
