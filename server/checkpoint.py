@@ -17,6 +17,7 @@ from bus.segments import bus_dir, list_segments
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.snapshot import SnapshotError, decode_snapshot, encode_snapshot
+from server.atomic import write_atomically
 
 __all__ = ["KEEP", "Checkpoint", "CheckpointStore", "bus_identity"]
 
@@ -105,20 +106,7 @@ class CheckpointStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         final = self.dir / f"{offset:020d}{_SUFFIX}"
         tmp = self.dir / f".{offset:020d}{_SUFFIX}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        dir_fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(final, data, tmp=tmp)
         for old in self.list()[self.keep :]:
             old.path.unlink(missing_ok=True)
         return Checkpoint(final, offset, final.stat().st_mtime)

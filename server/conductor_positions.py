@@ -25,6 +25,7 @@ import msgspec
 from bus.errors import BusError, TallyError
 from bus.events import BusMessage
 from bus.reader import BusReader
+from server.atomic import write_atomically
 
 __all__ = [
     "FileState",
@@ -97,26 +98,7 @@ def load_positions(data_dir: Path) -> Positions:
 
 
 def save_positions(data_dir: Path, positions: Positions) -> None:
-    _write_atomically(positions_path(data_dir), _encoder.encode(positions))
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write-temp, fsync, rename, fsync the directory: the file is old or new, never torn."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(positions_path(data_dir), _encoder.encode(positions))
 
 
 def appended_ids(data_dir: Path, offset: int) -> tuple[Counter[str], int]:
