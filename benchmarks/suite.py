@@ -40,6 +40,7 @@ DEFAULT_OUT: Final = Path(__file__).with_name("results.json")
 #: Keys every run must produce, each a finite number (issue 5).
 REQUIRED: Final = (
     "replay.events_per_s",
+    "replay.one_core_events_per_s",
     "replay.ratio_to_decode",
     "replay.speedup_vs_mtail",
     "render.ms_100k",
@@ -79,6 +80,8 @@ class Target:
 #: Fixed targets; the SSE one is added per run from the measured interval (see ``targets``).
 TARGETS: Final[dict[str, Target]] = {
     "replay.events_per_s": Target(">=", 1_500_000),
+    "replay.one_core_events_per_s": Target(">=", 1_000_000),  # issue 3
+    "replay.ratio_to_decode": Target("<=", 2),  # issue 3: one core, within 2x of decoding
     "replay.speedup_vs_mtail": Target(">=", 15),
     "render.ms_100k": Target("<", 60),
     "render.speedup_vs_prometheus_client_100k": Target(">=", 20),
@@ -92,6 +95,7 @@ TARGETS: Final[dict[str, Target]] = {
 #: Peer figures shown beside a key: (label, key of the peer's figure, unit).
 PEERS: Final[dict[str, tuple[tuple[str, str, str], ...]]] = {
     "replay.events_per_s": (
+        ("one core", "replay.one_core_events_per_s", "/s"),
         ("bare decode_lines", "replay.decode_events_per_s", "/s"),
         ("mtail", "mtail.one_shot_events_per_s", "/s"),
     ),

@@ -109,7 +109,9 @@ class Projection:
     (render) before folding more.
     """
 
-    def __init__(self, config: ProjectionConfig | None = None) -> None:
+    def __init__(
+        self, config: ProjectionConfig | None = None, *, ticks: Iterable[type[EventBase]] = ()
+    ) -> None:
         self.config = config = config if config is not None else ProjectionConfig()
         self.catalogue = cat.Catalogue(config)
         self.clock = EventClock()
@@ -120,7 +122,8 @@ class Projection:
         self.unknown_types: dict[str, int] = {}
         self.rejected: dict[str, int] = dict.fromkeys(cat.REJECT_REASONS, 0)
         self._max = config.max_series_per_family
-        self._by_class: dict[type[EventBase], int] = dict.fromkeys(_TAG, 0)
+        ticks = tuple(ticks)  # classes that only advance the clock (``partition``)
+        self._by_class: dict[type[EventBase], int] = dict.fromkeys((*_TAG, *ticks), 0)
         # conductor
         self._queued: dict[str, None] = {}
         self._active: dict[str, float] = {}  # run_id -> start ts
@@ -142,7 +145,7 @@ class Projection:
             for spec in (*cat.CONDUCTOR, *self.catalogue.loop.values(), *cat.SELF)
             if spec.name != cat.RUN_DURATION
         }
-        self._handlers: dict[type[EventBase], Handler] = {
+        self._handlers: dict[type[EventBase], Handler | None] = {
             RunQueued: self._run_queued,
             RunStarted: self._run_started,
             RunFinished: self._run_finished,
@@ -152,6 +155,7 @@ class Projection:
             **self._loops.handlers,
             MetricUpdate: self._metrics.apply,
             MetricsReset: self._metrics_reset,
+            **dict.fromkeys(ticks),  # a tick folds nothing: the loop has read its ts
         }
 
     def _build(self, name: str) -> HistogramFamily:
@@ -166,7 +170,7 @@ class Projection:
     @property
     def events_by_type(self) -> dict[str, int]:
         """Events folded so far, by event type (every type, 0 included)."""
-        return {_TAG[cls]: n for cls, n in self._by_class.items()}
+        return {_TAG[cls]: n for cls, n in self._by_class.items() if cls in _TAG}
 
     def fold_batch(self, batch: Batch, events: list[Event] | None = None) -> None:
         """Fold a reader batch (events, corrupt and unknown counts); ``offset`` moves to its end.
@@ -203,7 +207,9 @@ class Projection:
             ts = ev.ts
             if ts is not None and now < ts < _INF:
                 now = ts
-            handlers[type(ev)](ev, now)
+            handler = handlers[type(ev)]
+            if handler is not None:
+                handler(ev, now)
         self.clock.now = now
 
     def _fold_run(self, events: list[Event], bus_messages: int) -> None:
@@ -232,7 +238,9 @@ class Projection:
                         continue
                 self._api_request(ev, now)
             elif cls is not BusMessage:
-                handlers[cls](ev, now)
+                handler = handlers[cls]
+                if handler is not None:
+                    handler(ev, now)
         self.clock.now = now
 
     # -- conductor ---------------------------------------------------------------

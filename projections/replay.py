@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 from bus.errors import TallyError
 from bus.events import Event
-from bus.reader import Batch, BusReader
+from bus.reader import BusReader
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.openmetrics import OpenMetricsHistory
 
-__all__ = ["DurationError", "parse_duration", "replay", "replay_steps"]
+__all__ = ["DurationError", "fold_log", "parse_duration", "replay", "replay_steps"]
 
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w)?")
@@ -41,24 +41,33 @@ def parse_duration(text: str) -> float:
     return float(number) * _UNITS[unit or "s"]
 
 
-def _batches(
-    data_dir: Path, until_offset: int | None, progress: Callable[[int, int], None] | None
-) -> Iterator[Batch]:
-    reader = BusReader(data_dir)
-    if progress is None:
-        yield from reader.read_from(0, until_offset)
-        return
-    total = reader.end_offset()
-    if until_offset is not None:
-        total = min(total, until_offset)
-    for batch in reader.read_from(0, until_offset):
-        yield batch
-        progress(min(batch.end, total), total)
-
-
 def _until(events: list[Event], until_ts: float) -> list[Event]:
     """Events with ``ts <= until_ts``; an unstamped event (``ts`` None) is kept."""
     return [ev for ev in events if ev.ts is None or ev.ts <= until_ts]
+
+
+def fold_log(
+    projection: Projection,
+    reader: BusReader,
+    *,
+    until_offset: int | None = None,
+    until_ts: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Projection:
+    """Fold what ``reader`` reads from the start of the log into ``projection`` (see ``replay``)."""
+    total = 0
+    if progress is not None:
+        total = reader.end_offset()
+        if until_offset is not None:
+            total = min(total, until_offset)
+    for batch in reader.read_from(0, until_offset):
+        if until_ts is None:
+            projection.fold_batch(batch)
+        else:
+            projection.fold_batch(batch, _until(batch.events, until_ts))
+        if progress is not None:
+            progress(min(batch.end, total), total)
+    return projection
 
 
 def replay(
@@ -76,13 +85,13 @@ def replay(
     log (it need not be ordered by time). ``progress(done, total)`` is called
     after each batch with byte offsets.
     """
-    projection = Projection(config)
-    for batch in _batches(data_dir, until_offset, progress):
-        if until_ts is None:
-            projection.fold_batch(batch)
-        else:
-            projection.fold_batch(batch, _until(batch.events, until_ts))
-    return projection
+    return fold_log(
+        Projection(config),
+        BusReader(data_dir),
+        until_offset=until_offset,
+        until_ts=until_ts,
+        progress=progress,
+    )
 
 
 def replay_steps(

@@ -235,6 +235,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(body)
         return 0
     progress = _progress_printer() if sys.stderr.isatty() else None
+    jobs = args.jobs if args.jobs is not None else min(2, os.cpu_count() or 1)
+    if jobs > 1:
+        from server.parallel import replay_parallel as replay
     projection = replay(
         data_dir,
         config=config,
@@ -388,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--step",
         metavar="DURATION",
         help="OpenMetrics history, one sample set per step (30s, 1m, 1h) for promtool backfill",
+    )
+    replay.add_argument(
+        "--jobs",
+        type=int,
+        choices=(1, 2),
+        help="processes to fold with (default 2 on a machine with 2 or more CPUs)",
     )
     replay.set_defaults(func=cmd_replay)
 
