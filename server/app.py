@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
@@ -22,6 +23,7 @@ from projections.families import CounterFamily, GaugeFamily
 from projections.negotiate import Format, content_type, negotiate
 from projections.render import render_families
 from projections.summary import AnyFamily
+from server.conductor_bridge import ConductorBridge
 from server.http import Handler, Request, Response, Router, gzip_if_accepted
 from server.ingest import GroupCommitter
 from server.sse import SseHub, Subscriber
@@ -52,7 +54,9 @@ class App:
         token: str | None = None,
         protect_reads: bool = False,
         sse_min_interval_s: float = 0.1,
+        conductor: ConductorBridge | None = None,
     ) -> None:
+        self.conductor = conductor
         self.worker = worker
         self.committer = committer
         self.hub = hub
@@ -193,6 +197,8 @@ class App:
                 "events_written": self.committer.events_written,
             },
         }
+        if self.conductor is not None:
+            body["conductor"] = {"root": str(self.conductor.root), **asdict(self.conductor.stats)}
         return Response.json(200, body)
 
     async def healthz(self, request: Request) -> Response:

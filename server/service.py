@@ -127,6 +127,7 @@ async def serve(
         hub,
         token=options.token,
         protect_reads=options.protect_reads,
+        conductor=bridge,
     )
     limits = HttpLimits(
         max_connections=config.server.max_connections,

@@ -458,6 +458,12 @@ def test_serve_with_conductor_root_shows_new_messages(runs: Runs, tmp_path: Path
         runs.record(path, "PROGRESS", "one more")
         wait_metric(server.metrics, "conductor_messagebus_appends_total", 3)
         assert samples(server.metrics())['conductor_agent_runs_total{agent_type="unknown"}'] == 1
+        deadline = time.monotonic() + 5.0
+        while (status := server.status()["conductor"])["messages"] != 3:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+        assert status["root"] == str(runs.root)
+        assert (status["unparseable"], status["files"]) == (0, 1)
     assert positions_path(tmp_path / "data").is_file()
 
 
