@@ -24,8 +24,8 @@ from projections.negotiate import Format, content_type, negotiate
 from projections.render import render_families
 from projections.summary import AnyFamily
 from server.conductor_bridge import ConductorBridge
-from server.http import Handler, Request, Response, Router, gzip_if_accepted
 from server.ingest import GroupCommitter
+from server.routing import Handler, Request, Response, Router, gzip_if_accepted
 from server.sse import SseHub, Subscriber
 from server.worker import ProjectionWorker
 

@@ -25,7 +25,8 @@ from server.app import App
 from server.conductor_bridge import ConductorBridge
 from server.config import TallyConfig
 from server.demo import run_demo
-from server.http import HttpLimits, HttpServer
+from server.http import HttpServer
+from server.http_connection import HttpLimits
 from server.ingest import GroupCommitter
 from server.sse import SseHub
 from server.worker import ProjectionWorker
