@@ -9,15 +9,15 @@ Files are known by identity, not by path (see ``server.conductor_positions``): a
 rotation keeps its position, a truncated or rewritten file is read again from the
 start, and a file replaced by a copy (new inode, same name, same bytes up to the
 position) keeps its position.
+
+Which files and run records there are: ``server.conductor_files``; the events a
+message becomes: ``server.conductor_events``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
-import re
 import stat
 import time
 from collections import Counter
@@ -30,25 +30,20 @@ import anyio
 import anyio.abc
 import msgspec
 
-from bus.errors import TallyError
-from bus.events import BusMessage, Event, RunFinished, RunStarted
+from bus.events import Event
 from bus.reader import BusReader
-from server.conductor_format import (
-    RUN_CRASH,
-    RUN_START,
-    RUN_STOP,
-    BusEntry,
-    RunInfo,
-    exit_code_in,
-    parse_bus,
-    parse_run_info,
-)
+from server.conductor_events import entry_events, is_run_message
+from server.conductor_files import BusFile, discover, read_run_info
+from server.conductor_format import BusEntry, RunInfo, parse_bus
 from server.conductor_positions import (
+    BridgeBusy,
     FileState,
     Positions,
     advanced,
     appended_ids,
+    copy_of,
     load_positions,
+    lock_positions,
     positions_path,
     save_positions,
     still_valid,
@@ -80,117 +75,6 @@ CHUNK_BYTES: Final = 4 << 20
 MAX_BATCH_EVENTS: Final = 20_000  # a pass stops here; the next one goes on at once
 MISSING_TTL_S: Final = 86_400.0  # a vanished file's position is kept this long
 IDLE_SAVE_BYTES: Final = 4 << 20  # re-save when the bus grew this much past the saved offset
-
-_ARCHIVED: Final = re.compile(r"((?:TASK-|PROJECT-)?MESSAGE-BUS\.md)\.\d{8}-\d{6}\.archived")
-_BUS_NAMES: Final = frozenset(("TASK-MESSAGE-BUS.md", "PROJECT-MESSAGE-BUS.md", "MESSAGE-BUS.md"))
-_PATH_PART: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
-
-
-class BridgeBusy(TallyError):
-    """Raised when another process already imports conductor-loop files into this data dir."""
-
-
-# -- discovery ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BusFile:
-    """A message-bus file found under the root; ``logical`` drops any ``.archived`` suffix."""
-
-    path: Path
-    rel: str
-    logical: str
-    project: str
-    task: str
-
-
-def _logical_name(name: str) -> str | None:
-    if name in _BUS_NAMES:
-        return name
-    match = _ARCHIVED.fullmatch(name)
-    return match[1] if match else None
-
-
-def discover(root: Path) -> list[BusFile]:
-    """Bus files at the root, in ``<project>/`` and in ``<project>/<task>/``; archives first."""
-    found: list[BusFile] = []
-    _collect(Path(root), (), found)
-    return found
-
-
-def _collect(directory: Path, parts: tuple[str, ...], found: list[BusFile]) -> None:
-    try:
-        with os.scandir(directory) as it:
-            entries = list(it)
-    except OSError:
-        return
-    files: list[tuple[str, bool, str, os.DirEntry[str]]] = []
-    subdirs: list[os.DirEntry[str]] = []
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            if len(parts) < 2 and not entry.name.startswith("."):
-                subdirs.append(entry)
-        elif (logical := _logical_name(entry.name)) is not None:
-            files.append((logical, entry.name == logical, entry.name, entry))
-    for logical, _, name, entry in sorted(files, key=lambda f: f[:3]):
-        found.append(
-            BusFile(
-                path=Path(entry.path),
-                rel="/".join((*parts, name)),
-                logical="/".join((*parts, logical)),
-                project=parts[0] if parts else "",
-                task=parts[1] if len(parts) > 1 else "",
-            )
-        )
-    for sub in sorted(subdirs, key=lambda e: e.name):
-        _collect(Path(sub.path), (*parts, sub.name), found)
-
-
-# -- conversion ----------------------------------------------------------------
-
-
-def entry_events(entry: BusEntry, bus_file: BusFile, run: RunInfo | None) -> list[Event]:
-    """The events of one message: a ``bus_message``, then a run event for RUN_* with a run_id."""
-    project = entry.project or bus_file.project
-    task = entry.task or bus_file.task
-    events: list[Event] = [
-        BusMessage(
-            ts=entry.ts,
-            project=project,
-            task=task,
-            run_id=entry.run_id,
-            msg_type=entry.msg_type,
-            msg_id=entry.msg_id,
-        )
-    ]
-    kind = entry.msg_type.upper()
-    if not entry.run_id or kind not in (RUN_START, RUN_STOP, RUN_CRASH):
-        return events
-    agent = run.agent if run is not None else ""
-    if kind == RUN_START:
-        events.append(
-            RunStarted(ts=entry.ts, run_id=entry.run_id, project=project, task=task, agent=agent)
-        )
-        return events
-    failed = kind == RUN_CRASH
-    exit_code = run.exit_code if run is not None and run.finished else None
-    if exit_code is None:
-        exit_code = exit_code_in(entry.body)
-    if exit_code is None:
-        exit_code = -1 if failed else 0
-    events.append(
-        RunFinished(
-            ts=entry.ts,
-            run_id=entry.run_id,
-            project=project,
-            task=task,
-            agent=agent,
-            status="failed" if failed else "completed",
-            exit_code=exit_code,
-            duration_s=run.duration_s if run is not None else None,
-        )
-    )
-    return events
 
 
 # -- the bridge -------------------------------------------------------------------
@@ -257,7 +141,6 @@ class ConductorBridge:
         self._report = report
         self._clock = clock
         self._key = str(self.root.resolve())
-        self._path = positions_path(data_dir)
         self._lock_fd: int | None = None
         self._positions = Positions()
         self._states: dict[tuple[int, int], FileState] = {}
@@ -270,18 +153,7 @@ class ConductorBridge:
 
     def open(self) -> None:
         """Take the lock, load the positions and collect the ids appended since their save."""
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        lock = self._path.with_name("LOCK")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BridgeBusy(
-                f"another tally process is importing conductor-loop files into {self.data_dir} "
-                f"(it holds {lock})"
-            ) from None
-        self._lock_fd = fd
+        self._lock_fd = lock_positions(self.data_dir)
         try:
             self._load()
         except BaseException:
@@ -371,7 +243,9 @@ class ConductorBridge:
         orphans = {k: s for k, s in self._states.items() if k not in plan.sizes}
         for bus_file, st in found:
             ident = (st.st_dev, st.st_ino)
-            state = self._states.get(ident) or _adopt(orphans, bus_file, st)
+            state = self._states.get(ident) or copy_of(
+                orphans, bus_file.path, bus_file.logical, st.st_size
+            )
             if state is not None:  # as found now: the file may have been renamed or replaced
                 state = msgspec.structs.replace(
                     state, dev=ident[0], ino=ident[1], path=bus_file.rel, missing_since=None
@@ -474,9 +348,8 @@ class ConductorBridge:
             skip.discard(msg_id)
             plan.stats.duplicates += 1
             return
-        kind = entry.msg_type.upper()
         run = None
-        if kind in (RUN_START, RUN_STOP, RUN_CRASH):
+        if is_run_message(entry):
             if entry.run_id:
                 run = self._run_info(entry, bus_file, plan.runs)
             else:
@@ -492,11 +365,7 @@ class ConductorBridge:
         """``<root>/<project>/<task>/runs/<run_id>/run-info.yaml``, read once per pass."""
         key = (entry.project or bus_file.project, entry.task or bus_file.task, entry.run_id)
         if key not in runs:
-            runs[key] = None
-            if all(_PATH_PART.fullmatch(part) for part in key):
-                path = self.root.joinpath(key[0], key[1], "runs", key[2], "run-info.yaml")
-                with contextlib.suppress(OSError):
-                    runs[key] = parse_run_info(path.read_bytes())
+            runs[key] = read_run_info(self.root, *key)
         return runs[key]
 
     def _commit(self, plan: _Pass) -> None:
@@ -533,21 +402,3 @@ class ConductorBridge:
         self._positions.roots[self._key] = list(self._states.values())
         self._save()
         self._unsaved = False
-
-
-def _adopt(
-    orphans: dict[tuple[int, int], FileState], bus_file: BusFile, st: os.stat_result
-) -> FileState | None:
-    """The position of a vanished file that this new inode is a copy of, if any."""
-    for ident, state in orphans.items():
-        if state.logical != bus_file.logical or st.st_size < state.offset:
-            continue
-        try:
-            with open(bus_file.path, "rb", buffering=0) as f:
-                same = still_valid(f.fileno(), st.st_size, state)
-        except OSError:
-            return None
-        if same:
-            del orphans[ident]
-            return state
-    return None

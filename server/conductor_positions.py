@@ -3,6 +3,7 @@
 Rule: the file is replaced whole (temp, fsync, rename, fsync the directory), so
 it is the old or the new, never torn; the ids appended past its saved bus offset
 are found on the bus again at load, since a crash may fall between append and save.
+One process at a time holds ``LOCK`` beside it (``lock_positions``).
 
 Files are known by device, inode and a fingerprint of their first bytes, not by
 path, so a rotation (rename to ``NAME.YYYYMMDD-HHMMSS.archived``) keeps its
@@ -13,6 +14,7 @@ bridge reads it again from the start, less the message ids last seen in it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -28,12 +30,15 @@ from bus.reader import BusReader
 from server.atomic import write_atomically
 
 __all__ = [
+    "BridgeBusy",
     "FileState",
     "Positions",
     "PositionsError",
     "advanced",
     "appended_ids",
+    "copy_of",
     "load_positions",
+    "lock_positions",
     "positions_path",
     "save_positions",
     "still_valid",
@@ -48,6 +53,10 @@ RECENT_IDS: Final = 16  # message ids remembered per file, skipped after a rewri
 
 class PositionsError(TallyError):
     """Raised when the positions file exists but cannot be read."""
+
+
+class BridgeBusy(TallyError):
+    """Raised when another process already imports conductor-loop files into this data dir."""
 
 
 class FileState(msgspec.Struct, kw_only=True):
@@ -80,6 +89,23 @@ _decoder: Final = msgspec.json.Decoder(Positions)
 
 def positions_path(data_dir: Path) -> Path:
     return data_dir / "conductor" / "positions.json"
+
+
+def lock_positions(data_dir: Path) -> int:
+    """Take ``<data-dir>/conductor/LOCK`` for this process; its fd, to close when done."""
+    path = positions_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name("LOCK")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BridgeBusy(
+            f"another tally process is importing conductor-loop files into {data_dir} "
+            f"(it holds {lock})"
+        ) from None
+    return fd
 
 
 def load_positions(data_dir: Path) -> Positions:
@@ -152,3 +178,21 @@ def advanced(
         line=line,
         recent=recent[-RECENT_IDS:],
     )
+
+
+def copy_of(
+    orphans: dict[tuple[int, int], FileState], path: Path, logical: str, size: int
+) -> FileState | None:
+    """The position of a vanished file that this new inode is a copy of, taken from ``orphans``."""
+    for ident, state in orphans.items():
+        if state.logical != logical or size < state.offset:
+            continue
+        try:
+            with open(path, "rb", buffering=0) as f:
+                same = still_valid(f.fileno(), size, state)
+        except OSError:
+            return None
+        if same:
+            del orphans[ident]
+            return state
+    return None
