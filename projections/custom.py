@@ -15,7 +15,6 @@ from projections.families import (
     CounterFamily,
     GaugeFamily,
     HistogramFamily,
-    HistogramSeries,
     MetricNameError,
     OverflowCounts,
 )
@@ -155,9 +154,9 @@ class MetricFamilies:
 
     def reset(self, prefix: str) -> None:
         """Empty the families named ``prefix...``; they keep their kind and label names."""
-        for name, family in list(self.families.items()):
+        for name, family in self.families.items():
             if name.startswith(prefix):
-                self.families[name] = _emptied(family)
+                family.clear()
 
     def export_state(self) -> list[FamilyState]:
         return [family_to_state(f) for f in self.families.values()]
@@ -168,45 +167,3 @@ class MetricFamilies:
             if self.catalogue.is_reserved(family.name):
                 raise ValueError(f"state: {family.name!r} is a catalogue name")
             self.families[family.name] = family
-
-
-def _emptied(family: AnyFamily) -> AnyFamily:
-    """A family like ``family`` with no observations; an unlabelled one keeps a zero series."""
-    unlabelled = not family.label_names
-    fresh: AnyFamily
-    match family:
-        case CounterFamily() | GaugeFamily():
-            fresh = type(family)(
-                family.name,
-                family.help,
-                family.label_names,
-                max_series=family.max_series,
-                overflow=family.overflow,
-            )
-            if unlabelled:
-                fresh.values[()] = 0.0
-        case HistogramFamily():
-            fresh = HistogramFamily(
-                family.name,
-                family.help,
-                family.label_names,
-                bounds=family.bounds,
-                max_series=family.max_series,
-                overflow=family.overflow,
-            )
-            if unlabelled:
-                fresh.series[()] = HistogramSeries(len(family.bounds))
-        case SummaryFamily():
-            fresh = SummaryFamily(
-                family.name,
-                family.help,
-                family.label_names,
-                clock=family.clock,
-                window_s=family.window_s,
-                age_buckets=family.age_buckets,
-                relative_error=family.relative_error,
-                max_bins=family.max_bins,
-                max_series=family.max_series,
-                overflow=family.overflow,
-            )
-    return fresh

@@ -108,9 +108,10 @@ class _FamilyBase:
         return (OVERFLOW,) * len(self.label_names)
 
 
-class CounterFamily(_FamilyBase):
+class _ScalarFamily(_FamilyBase):
+    """One float per series: what counters and gauges share."""
+
     __slots__ = ("values",)
-    kind: Kind = "counter"
 
     def __init__(
         self,
@@ -132,36 +133,27 @@ class CounterFamily(_FamilyBase):
             current = values.get(labels, 0.0)
         values[labels] = current + amount
 
+    def clear(self) -> None:
+        """Forget every series; an unlabelled family keeps its one series, at 0."""
+        self.values.clear()
+        if not self.label_names:
+            self.values[()] = 0.0
 
-class GaugeFamily(_FamilyBase):
-    __slots__ = ("values",)
+
+class CounterFamily(_ScalarFamily):
+    __slots__ = ()
+    kind: Kind = "counter"
+
+
+class GaugeFamily(_ScalarFamily):
+    __slots__ = ()
     kind: Kind = "gauge"
-
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        label_names: Sequence[str] = (),
-        *,
-        max_series: int = DEFAULT_MAX_SERIES,
-        overflow: OverflowCounts | None = None,
-    ) -> None:
-        super().__init__(name, help, label_names, max_series=max_series, overflow=overflow)
-        self.values: dict[Labels, float] = {}
 
     def set(self, labels: Labels, value: float) -> None:
         values = self.values
         if labels not in values:
             labels = self._admit(labels, len(values))
         values[labels] = value
-
-    def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
-        values = self.values
-        current = values.get(labels)
-        if current is None:
-            labels = self._admit(labels, len(values))
-            current = values.get(labels, 0.0)
-        values[labels] = current + amount
 
 
 class HistogramSeries:
@@ -205,6 +197,12 @@ class HistogramFamily(_FamilyBase):
         series.counts[bisect_left(self.bounds, value)] += 1
         series.sum += value
         series.count += 1
+
+    def clear(self) -> None:
+        """Forget every series; an unlabelled family keeps its one series, empty."""
+        self.series.clear()
+        if not self.label_names:
+            self.series[()] = HistogramSeries(len(self.bounds))
 
 
 # SummaryFamily lives in projections/summary.py (sliding-window sketch).

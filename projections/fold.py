@@ -149,8 +149,6 @@ class Projection:
             RunQueued: self._run_queued,
             RunStarted: self._run_started,
             RunFinished: self._run_finished,
-            BusMessage: self._bus_message,
-            ApiRequest: self._api_request,
             AgentFallback: self._agent_fallback,
             **self._loops.handlers,
             MetricUpdate: self._metrics.apply,
@@ -194,32 +192,18 @@ class Projection:
         by_class = self._by_class
         for cls, n in counts.items():
             by_class[cls] += n
-        if MetricsReset in counts:  # rare: a reset clears the counts of what came before it
-            self._fold_each(events)
-        else:
-            self._fold_run(events, counts[BusMessage])
+        # A reset clears the bus count of what came before it: with one in the batch,
+        # count bus messages one by one, in order, instead of all at once up front.
+        self._fold_run(events, None if MetricsReset in counts else counts[BusMessage])
 
-    def _fold_each(self, events: list[Event]) -> None:
-        """Every event through its handler, in order."""
-        handlers = self._handlers
-        now = self.clock.now
-        for ev in events:  # handlers that read the clock set it from ``now``
-            ts = ev.ts
-            if ts is not None and now < ts < _INF:
-                now = ts
-            handler = handlers[type(ev)]
-            if handler is not None:
-                handler(ev, now)
-        self.clock.now = now
-
-    def _fold_run(self, events: list[Event], bus_messages: int) -> None:
-        """``_fold_each`` without a handler call for the two commonest events.
-
-        ``bus_message`` events are only counted (``bus_messages`` of them are in
-        ``events``, and no reset among them) and known ``api_request`` series are
-        bumped inline: nearly half of a typical log, each cheaper than a call.
+    def _fold_run(self, events: list[Event], bus_messages: int | None) -> None:
+        """The hot loop. The two commonest events skip the handler call, which costs more
+        than their fold: a known ``api_request`` series is bumped in place, and
+        ``bus_message`` events were counted up front (``bus_messages``), or are counted
+        here when ``bus_messages`` is None.
         """
-        self._bus_messages += bus_messages
+        if bus_messages is not None:
+            self._bus_messages += bus_messages
         handlers = self._handlers
         api = self._api
         now = self.clock.now
@@ -237,7 +221,10 @@ class Projection:
                         by_status[ev.status] = n + 1
                         continue
                 self._api_request(ev, now)
-            elif cls is not BusMessage:
+            elif cls is BusMessage:
+                if bus_messages is None:
+                    self._bus_messages += 1
+            else:
                 handler = handlers[cls]
                 if handler is not None:
                     handler(ev, now)
@@ -287,16 +274,8 @@ class Projection:
             series.sum += duration
             series.count += 1
 
-    def _bus_message(self, ev: BusMessage, now: float) -> None:
-        self._bus_messages += 1
-
     def _api_request(self, ev: ApiRequest, now: float) -> None:
-        by_status = self._api.get(ev.method)  # nested by method: no key tuple to hash
-        if by_status is not None:
-            n = by_status.get(ev.status)
-            if n is not None:
-                by_status[ev.status] = n + 1
-                return
+        """A (method, status) series not counted yet (``_fold_run`` bumps the known ones)."""
         method, status = ev.method, ev.status
         if self._api_series >= self._max:
             self.overflow[cat.API_REQUESTS] = self.overflow.get(cat.API_REQUESTS, 0.0) + 1.0
@@ -357,7 +336,7 @@ class Projection:
             case cat.AGENT_FALLBACKS:
                 self._fallbacks.clear()
             case cat.RUN_DURATION:
-                self._run_durations.series.clear()
+                self._run_durations.clear()
 
     # -- reading the state ---------------------------------------------------------
 

@@ -10,7 +10,7 @@ its part of the one-pass fold, and ``merge`` puts the parts together.
 
 Exact only when neither side met a corrupt line: a tick does not check the
 fields it skips, so a line the owner rejects may still tick the other clock.
-The caller falls back to one pass then (``PartFold.corrupt``).
+The caller falls back to one pass then (``corrupt_lines`` of either state).
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ class PartFold(msgspec.Struct, kw_only=True):
     """One side's fold, as it crosses a process boundary."""
 
     part: str
-    corrupt: int
     state: ProjectionState
 
 

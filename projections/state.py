@@ -65,36 +65,29 @@ class SummarySeriesState(msgspec.Struct, frozen=True, array_like=True):
     buckets: list[AgeBucketState]
 
 
-class CounterState(msgspec.Struct, frozen=True, tag_field="kind", tag="counter"):
+class _FamilyHead(msgspec.Struct, frozen=True, tag_field="kind"):
+    """The fields every family state starts with (encoded first, in this order)."""
+
     name: str
     help: str
     label_names: tuple[str, ...]
     max_series: int
+
+
+class CounterState(_FamilyHead, frozen=True, tag="counter"):
     values: list[LabeledValue]
 
 
-class GaugeState(msgspec.Struct, frozen=True, tag_field="kind", tag="gauge"):
-    name: str
-    help: str
-    label_names: tuple[str, ...]
-    max_series: int
+class GaugeState(_FamilyHead, frozen=True, tag="gauge"):
     values: list[LabeledValue]
 
 
-class HistogramState(msgspec.Struct, frozen=True, tag_field="kind", tag="histogram"):
-    name: str
-    help: str
-    label_names: tuple[str, ...]
-    max_series: int
+class HistogramState(_FamilyHead, frozen=True, tag="histogram"):
     bounds: tuple[float, ...]
     series: list[HistogramSeriesState]
 
 
-class SummaryState(msgspec.Struct, frozen=True, tag_field="kind", tag="summary"):
-    name: str
-    help: str
-    label_names: tuple[str, ...]
-    max_series: int
+class SummaryState(_FamilyHead, frozen=True, tag="summary"):
     window_s: float
     age_buckets: int
     relative_error: float
@@ -231,26 +224,17 @@ def family_from_state(
 ) -> AnyFamily:
     """A live family from its state; ``clock`` is shared by summaries, ``overflow`` by all."""
     match state:
-        case CounterState():
-            counter = CounterFamily(
+        case CounterState() | GaugeState():
+            cls = CounterFamily if isinstance(state, CounterState) else GaugeFamily
+            scalar = cls(
                 state.name,
                 state.help,
                 state.label_names,
                 max_series=state.max_series,
                 overflow=overflow,
             )
-            counter.values.update((_check_labels(state, v.labels), v.value) for v in state.values)
-            return counter
-        case GaugeState():
-            gauge = GaugeFamily(
-                state.name,
-                state.help,
-                state.label_names,
-                max_series=state.max_series,
-                overflow=overflow,
-            )
-            gauge.values.update((_check_labels(state, v.labels), v.value) for v in state.values)
-            return gauge
+            scalar.values.update((_check_labels(state, v.labels), v.value) for v in state.values)
+            return scalar
         case HistogramState():
             return _histogram_from_state(state, overflow)
         case SummaryState():

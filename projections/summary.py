@@ -227,6 +227,10 @@ class SummaryFamily(_FamilyBase):
         else:
             add_bins(bins, key, 1, self.max_bins)
 
+    def clear(self) -> None:
+        """Forget every series (sum, count and sketch)."""
+        self.series.clear()
+
     def _series(self, labels: Labels) -> SummarySeries:
         labels = self._admit(labels, len(self.series))
         series = self.series.get(labels)

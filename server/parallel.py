@@ -51,9 +51,7 @@ def _fold_part(
         until_ts=until_ts,
         progress=progress,
     )
-    return PartFold(
-        part=part.name, corrupt=projection.corrupt_lines, state=projection.export_state()
-    )
+    return PartFold(part=part.name, state=projection.export_state())
 
 
 def _child(
@@ -93,7 +91,11 @@ def replay_parallel(
             data_dir, config=config, until_offset=until, until_ts=until_ts, progress=progress
         )
 
-    if until < min_bytes or (os.cpu_count() or 1) < 2 or "fork" not in _start_methods():
+    if (
+        until < min_bytes
+        or (os.cpu_count() or 1) < 2
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
         return one_pass()
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
@@ -122,11 +124,7 @@ def replay_parallel(
         if child.is_alive():
             child.kill()
             child.join()
-    if mine.corrupt or theirs.corrupt:
+    if mine.state.corrupt_lines or theirs.state.corrupt_lines:
         return one_pass()  # quarantines the corrupt lines, and is exact
     log.debug("replayed %d bytes in two parts: %s and %s", until, mine.part, theirs.part)
     return merge(mine.state, theirs.state, config)
-
-
-def _start_methods() -> list[str]:
-    return multiprocessing.get_all_start_methods()
