@@ -4,7 +4,9 @@ Run: ``python -m benchmarks.bench_replay [--events N] [--repeat R] [--out FILE]`
 is written with ``workload.write_log`` into a temporary directory; each figure is the
 median of ``--repeat`` runs after one warm-up run. Targets: replay at least 1,000,000
 events/s, and at most twice the time of bare decoding (``replay.ratio_to_decode <= 2``).
-Prints a table and writes JSON.
+``replay`` runs the compiled fold loop when it was built (``projections.foldloop``);
+``replay_ref`` is the same replay on the reference loop, for comparison. Prints a table
+and writes JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from bus.reader import BusReader
 from bus.segments import bus_dir, list_segments
 from projections.config import ProjectionConfig
 from projections.fold import Projection
-from projections.replay import replay
+from projections.foldloop import COMPILED, fold_run_python
+from projections.replay import fold_log, replay
 from server.parallel import replay_parallel
 
 DEFAULT_OUT: Final = Path(__file__).with_name("results-replay.json")
@@ -49,6 +52,11 @@ def _median_seconds(run: Callable[[], object], repeat: int) -> float:
 
 def _log_bytes(data_dir: Path) -> bytes:
     return b"".join(seg.path.read_bytes() for seg in list_segments(bus_dir(data_dir)))
+
+
+def replay_reference(data_dir: Path, config: ProjectionConfig) -> Projection:
+    """``replay`` on the reference loop: what an install without a C compiler runs."""
+    return fold_log(Projection(config, run=fold_run_python), BusReader(data_dir))
 
 
 def bench(data_dir: Path, n: int, repeat: int) -> dict[str, Any]:
@@ -72,6 +80,7 @@ def bench(data_dir: Path, n: int, repeat: int) -> dict[str, Any]:
         "read": _median_seconds(read_only, repeat),
         "fold": _median_seconds(fold_only, repeat),
         "replay": _median_seconds(lambda: replay(data_dir, config=config), repeat),
+        "replay_ref": _median_seconds(lambda: replay_reference(data_dir, config), repeat),
         "replay_2": _median_seconds(
             lambda: replay_parallel(data_dir, config=config, min_bytes=0), repeat
         ),
@@ -104,10 +113,12 @@ def run(quick: bool, *, events: int | None = None, repeat: int | None = None) ->
         "replay.one_core_events_per_s": results["replay"]["events_per_s"],
         "replay.ratio_to_decode": results["replay"]["ratio_to_decode"],
         "replay.two_core_ratio_to_decode": results["replay_2"]["ratio_to_decode"],
+        "replay.one_core_reference_events_per_s": results["replay_ref"]["events_per_s"],
+        "replay.compiled_loop": float(COMPILED),
         "replay.log_events": float(n),
         "replay.log_bytes": float(results["log"]["bytes"]),
     }
-    for stage in ("decode", "read", "fold", "replay", "replay_2"):
+    for stage in ("decode", "read", "fold", "replay", "replay_ref", "replay_2"):
         flat[f"replay.{stage}_seconds"] = results[stage]["seconds"]
         flat[f"replay.{stage}_events_per_s"] = results[stage]["events_per_s"]
     return flat
@@ -115,7 +126,7 @@ def run(quick: bool, *, events: int | None = None, repeat: int | None = None) ->
 
 def _table(results: dict[str, Any]) -> str:
     rows = [f"{'stage':10s} {'seconds':>9s} {'events/s':>12s} {'ns/event':>9s}"]
-    for key in ("decode", "read", "fold", "replay", "replay_2"):
+    for key in ("decode", "read", "fold", "replay", "replay_ref", "replay_2"):
         r = results[key]
         rows.append(
             f"{key:10s} {r['seconds']:9.3f} {r['events_per_s']:12,.0f} {r['ns_per_event']:9.0f}"
@@ -124,7 +135,9 @@ def _table(results: dict[str, Any]) -> str:
     rows.append(
         f"replay / decode = {replay_['ratio_to_decode']:.2f} (target <= {TARGET_RATIO}); "
         f"replay {replay_['events_per_s']:,.0f} events/s (target >= {TARGET_EVENTS_PER_S:,}); "
-        f"replay_2 = two processes (tally replay's default)"
+        f"replay_2 = two processes (tally replay's default); "
+        f"replay_ref = one core on the reference loop; "
+        f"compiled loop {'built' if COMPILED else 'NOT built: replay ran the reference loop'}"
     )
     return "\n".join(rows)
 
@@ -144,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "repeat": args.repeat,
+        "compiled_loop": COMPILED,
     }
     args.out.write_bytes(msgspec.json.format(msgspec.json.encode({"meta": meta, **results})))
     print(f"wrote {args.out}")

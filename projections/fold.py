@@ -33,9 +33,7 @@ Semantics where DESIGN.md is silent (what a production user expects):
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -66,6 +64,7 @@ from projections.families import (
     HistogramFamily,
     OverflowCounts,
 )
+from projections.foldloop import FoldRun, FoldSpec, fold_run
 from projections.loops import LoopFold, LoopFoldState
 from projections.rollup import LoopRollup
 from projections.state import FamilyState, family_from_state, family_to_state
@@ -73,8 +72,20 @@ from projections.summary import AnyFamily, EventClock
 
 __all__ = ["Projection", "ProjectionState"]
 
-_INF: Final = math.inf
 _TAG: Final[dict[type[EventBase], str]] = {cls: tag for tag, cls in EVENT_TYPES.items()}
+#: Event types by how often a typical log holds them (ticks share their type's tag).
+_COMMON: Final = (
+    "api_request",
+    "bus_message",
+    "iteration_completed",
+    "metric",
+    "context_usage",
+    "resource_sample",
+    "run_queued",
+    "run_started",
+    "run_finished",
+    "tests_reported",
+)
 Handler = Callable[[Any, float], None]
 
 
@@ -110,7 +121,11 @@ class Projection:
     """
 
     def __init__(
-        self, config: ProjectionConfig | None = None, *, ticks: Iterable[type[EventBase]] = ()
+        self,
+        config: ProjectionConfig | None = None,
+        *,
+        ticks: Iterable[type[EventBase]] = (),
+        run: FoldRun | None = None,
     ) -> None:
         self.config = config = config if config is not None else ProjectionConfig()
         self.catalogue = cat.Catalogue(config)
@@ -145,16 +160,30 @@ class Projection:
             for spec in (*cat.CONDUCTOR, *self.catalogue.loop.values(), *cat.SELF)
             if spec.name != cat.RUN_DURATION
         }
-        self._handlers: dict[type[EventBase], Handler | None] = {
+        handlers: dict[type[EventBase], Handler | None] = {
             RunQueued: self._run_queued,
             RunStarted: self._run_started,
             RunFinished: self._run_finished,
             AgentFallback: self._agent_fallback,
             **self._loops.handlers,
             MetricUpdate: self._metrics.apply,
-            MetricsReset: self._metrics_reset,
-            **dict.fromkeys(ticks),  # a tick folds nothing: the loop has read its ts
-        }
+            **dict.fromkeys((*ticks, ApiRequest, BusMessage, MetricsReset)),
+        }  # ticks fold nothing but their ts; the loop folds the other Nones itself
+        types = sorted(handlers, key=_dispatch_rank)
+        self._spec = FoldSpec(
+            types=tuple(types),
+            handlers=tuple(handlers[cls] for cls in types),
+            api=self._api,
+            api_miss=self._api_request,
+            api_type=ApiRequest,
+            bus_type=BusMessage,
+            stop_type=MetricsReset,
+            ts_field=EventBase.ts,
+            method_field=ApiRequest.method,
+            status_field=ApiRequest.status,
+        )
+        self._bus_slot = types.index(BusMessage)
+        self._run = run if run is not None else fold_run
 
     def _build(self, name: str) -> HistogramFamily:
         family = cat.build_family(
@@ -188,47 +217,21 @@ class Projection:
         """Fold events in order (``offset`` is left alone)."""
         if not isinstance(events, list):
             events = list(events)
-        counts = Counter(map(type, events))
-        by_class = self._by_class
-        for cls, n in counts.items():
-            by_class[cls] += n
-        # A reset clears the bus count of what came before it: with one in the batch,
-        # count bus messages one by one, in order, instead of all at once up front.
-        self._fold_run(events, None if MetricsReset in counts else counts[BusMessage])
-
-    def _fold_run(self, events: list[Event], bus_messages: int | None) -> None:
-        """The hot loop. The two commonest events skip the handler call, which costs more
-        than their fold: a known ``api_request`` series is bumped in place, and
-        ``bus_message`` events were counted up front (``bus_messages``), or are counted
-        here when ``bus_messages`` is None.
-        """
-        if bus_messages is not None:
-            self._bus_messages += bus_messages
-        handlers = self._handlers
-        api = self._api
-        now = self.clock.now
-        items: list[Any] = events  # dispatched on their exact class below
-        for ev in items:  # handlers that read the clock set it from ``now``
-            ts = ev.ts
-            if ts is not None and now < ts < _INF:
-                now = ts
-            cls = type(ev)
-            if cls is ApiRequest:
-                by_status = api.get(ev.method)  # nested by method: no key tuple to hash
-                if by_status is not None:
-                    n = by_status.get(ev.status)
-                    if n is not None:
-                        by_status[ev.status] = n + 1
-                        continue
-                self._api_request(ev, now)
-            elif cls is BusMessage:
-                if bus_messages is None:
-                    self._bus_messages += 1
-            else:
-                handler = handlers[cls]
-                if handler is not None:
-                    handler(ev, now)
-        self.clock.now = now
+        spec, run, by_class = self._spec, self._run, self._by_class
+        i, n = 0, len(events)
+        while i < n:
+            now, i, counts = run(events, i, self.clock.now, spec)
+            self.clock.now = now
+            for cls, count in zip(spec.types, counts, strict=True):
+                if count:
+                    by_class[cls] += count
+            # bus messages are only counted; a reset clears what came before it
+            self._bus_messages += counts[self._bus_slot]
+            if i < n:  # the run stopped at a metrics_reset (counted, its ts read)
+                reset = events[i]
+                assert isinstance(reset, MetricsReset)
+                self.reset(reset.prefix)
+                i += 1
 
     # -- conductor ---------------------------------------------------------------
 
@@ -304,9 +307,6 @@ class Projection:
     # -- loops -------------------------------------------------------------------
 
     # -- metric events and resets -------------------------------------------------
-
-    def _metrics_reset(self, ev: MetricsReset, now: float) -> None:
-        self.reset(ev.prefix)
 
     def reset(self, prefix: str = "") -> None:
         """Clear every family named ``prefix...`` but ``tally_*`` (what ``metrics_reset`` does)."""
@@ -453,6 +453,12 @@ class Projection:
         p._loops.restore(state.loops)
         p._metrics.restore(state.custom)
         return p
+
+
+def _dispatch_rank(cls: type[EventBase]) -> int:
+    """The commonest events first: the compiled loop finds an event's class by a linear scan."""
+    tag = cls.__struct_config__.tag
+    return _COMMON.index(tag) if tag in _COMMON else len(_COMMON)
 
 
 def _name(family: AnyFamily) -> str:
