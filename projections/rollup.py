@@ -91,7 +91,7 @@ class LoopStateRecord(msgspec.Struct, array_like=True, kw_only=True):
 class LoopState:
     """Everything folded for one loop; mutated in place by the fold's loop handlers."""
 
-    __slots__ = LoopStateRecord.__struct_fields__
+    __slots__ = (*LoopStateRecord.__struct_fields__, "iterations")
 
     def __init__(self, duration_buckets: int, session_buckets: int, reboot_buckets: int) -> None:
         self.seen = 0
@@ -120,6 +120,8 @@ class LoopState:
         self.test_failure_streak = 0
         self.rss_bytes = 0
         self.cpu_percent = 0.0
+        #: ``iteration_completed`` events not folded in yet (``LoopFold.settle``).
+        self.iterations: list[Any] = []
 
     def clear(self, suffix: str) -> None:
         """Forget what fed the loop family ``suffix`` (a ``metrics_reset``)."""
@@ -184,6 +186,7 @@ class LoopState:
         for name in LoopStateRecord.__struct_fields__:
             setattr(state, name, getattr(record, name))
         state.scores = deque(record.scores, maxlen=VELOCITY_WINDOW)
+        state.iterations = []
         return state
 
 

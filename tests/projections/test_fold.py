@@ -533,3 +533,55 @@ def test_the_server_adds_its_own_requests_at_render_time() -> None:
     api = {f.name: f for f in projection.families(api_requests=own)}["conductor_api_requests_total"]
     assert values(api) == {("GET", "200"): 3.0, ("POST", "201"): 1.0}
     assert values(by_name(projection)["conductor_api_requests_total"]) == {("GET", "200"): 1.0}
+
+
+def iteration(loop_id: str, i: int, **fields: object) -> IterationCompleted:
+    args: dict[str, object] = {"duration_s": 1.0, "success": True, "ts": float(i), **fields}
+    return IterationCompleted(loop_id=loop_id, iteration=i, **args)  # type: ignore[arg-type]
+
+
+def test_iterations_before_a_reset_are_folded_before_it_clears_them() -> None:
+    """Iterations wait in their loop's list (folded in bulk): a reset must not lose its place."""
+    events: list[Event] = [
+        iteration("L", 1, files_changed=2),
+        iteration("L", 2, made_progress=True, progress_score=0.5),
+        iteration("L", 3, success=False),
+        MetricsReset(ts=4, prefix=f"{P}_iterations_total"),
+        iteration("L", 5, files_changed=1),
+        iteration("L", 6, success=False, progress_score=0.25),
+    ]
+    for cut in range(len(events) + 1):  # a read (families) between any two events
+        projection = Projection()
+        projection.fold_events(events[:cut])
+        projection.families()
+        projection.fold_events(events[cut:])
+        f = by_name(projection)
+        assert values(f[f"{P}_iterations_total"]) == {("L", "success"): 1.0, ("L", "failure"): 1.0}
+        assert values(f[f"{P}_files_changed_total"]) == {("L",): 3.0}
+        assert values(f[f"{P}_no_progress_streak"]) == {("L",): 3.0}
+        assert values(f[f"{P}_progress_score"]) == {("L",): 0.25}
+        assert values(f[f"{P}_progress_velocity"]) == {("L",): 0.375}
+        assert hist(f[f"{P}_iteration_duration_seconds"])[("L",)][:2] == (5, 5.0)
+
+
+def test_waiting_iterations_stay_bounded_without_reads() -> None:
+    projection = Projection()
+    for start in range(0, 10_000, 500):
+        projection.fold_events([iteration(f"L{i % 7}", i) for i in range(start, start + 500)])
+        waiting = sum(len(s.iterations) for s in projection._loops.loops.values())
+        assert waiting < 4096
+    rollups = projection.rollups()
+    assert sum(r.total_iterations for r in rollups.values()) == 10_000
+
+
+def test_refused_loops_feed_the_overflow_loops_quantiles() -> None:
+    """Every loop past the limit lands in ``__overflow__``, its durations too."""
+    config = ProjectionConfig(max_series_per_family=1)
+    events: list[Event] = [iteration("A", 1, duration_s=1.0)]
+    events += [iteration("B", 2 + i, duration_s=10.0) for i in range(60)]
+    events += [iteration("C", 70 + i, duration_s=20.0) for i in range(40)]
+    overflow = fold(events, config).rollups()["__overflow__"]
+    assert overflow.total_iterations == 100
+    quantiles = overflow.iteration_duration_quantiles_s
+    assert quantiles.p50 == pytest.approx(10.0, rel=0.01)
+    assert quantiles.p99 == pytest.approx(20.0, rel=0.01)
