@@ -117,7 +117,9 @@ class Projection:
     """The whole folded state: catalogue families, loop roll-ups, ``metric`` families, self-metrics.
 
     ``families()`` returns family objects owned by the projection: read them
-    (render) before folding more.
+    (render) before folding more. ``ticks`` are event classes that only advance the
+    clock (``partition``); ``run`` is the hot loop (``foldloop``), the compiled one
+    when it was built: tests and benchmarks pass the reference to compare.
     """
 
     def __init__(
