@@ -137,7 +137,7 @@ static PyObject *fold_run(PyObject *module, PyObject *const *args, Py_ssize_t na
     }
 
     Py_INCREF(now);
-    Py_ssize_t i = start;
+    Py_ssize_t i = start < PyList_GET_SIZE(events) ? start : PyList_GET_SIZE(events);
     for (; i < PyList_GET_SIZE(events); i++) {
         PyObject *event = PyList_GET_ITEM(events, i);
         PyTypeObject *cls = Py_TYPE(event);

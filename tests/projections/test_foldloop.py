@@ -118,6 +118,7 @@ def test_stops_at_a_reset_counted_with_its_ts_read(run: FoldRun) -> None:
     assert r.calls == []
     assert run(events, 2, 20.0, r.spec) == (30.0, 3, (0, 0, 1, 0, 0))
     assert r.calls == [("run", late, 30.0)]
+    assert run(events, 9, 30.0, r.spec) == (30.0, 3, (0, 0, 0, 0, 0))  # past the end
 
 
 def test_integer_and_missing_timestamps_compare_as_python_does(run: FoldRun) -> None:
