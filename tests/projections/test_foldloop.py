@@ -4,6 +4,9 @@ event for event, and a projection folded by either renders the same bytes."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -38,6 +41,36 @@ def test_the_compiled_loop_is_built() -> None:
     """``pip install`` builds it wherever a C compiler is (CI has one): replay speed needs it."""
     assert foldloop.COMPILED, "projections/_foldcore.c was not built: reinstall with a compiler"
     assert foldloop.fold_run is not fold_run_python
+
+
+def test_an_install_without_the_compiled_loop_replays_the_same(data_dir: Path) -> None:
+    """Where ``_foldcore`` cannot be imported, the fold runs the reference loop, same output."""
+    from bus.writer import BusConfig, BusWriter
+
+    with BusWriter(data_dir, BusConfig(durability="never")) as writer:
+        writer.append(list(mixed_events(4000, seed=5)))
+    script = (
+        "import sys\n"
+        "if sys.argv[1] == 'without':\n"
+        "    sys.modules['projections._foldcore'] = None  # what a failed build leaves\n"
+        "from projections import foldloop\n"
+        "from server.cli import main\n"
+        "print(foldloop.COMPILED, flush=True)\n"
+        "main(['replay', '--data-dir', sys.argv[2], '--format', 'openmetrics', '--jobs', '1'])\n"
+    )
+    out = {}
+    for mode in ("with", "without"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, mode, str(data_dir)],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        out[mode] = done.stdout
+    assert out["with"].startswith(b"True\n")
+    assert out["without"].startswith(b"False\n")
+    assert out["with"][5:] == out["without"][6:]
+    assert out["with"].endswith(b"# EOF\n")
 
 
 def compiled() -> FoldRun:
