@@ -34,7 +34,7 @@ from bus.events import Event
 from bus.reader import BusReader
 from server.conductor_events import entry_events, is_run_message
 from server.conductor_files import BusFile, discover, read_run_info
-from server.conductor_format import BusEntry, RunInfo, parse_bus
+from server.conductor_format import BusEntry, parse_bus
 from server.conductor_positions import (
     BridgeBusy,
     FileState,
@@ -48,6 +48,7 @@ from server.conductor_positions import (
     save_positions,
     still_valid,
 )
+from server.conductor_runinfo import RunInfo
 
 __all__ = [
     "DEFAULT_POLL_S",

@@ -12,9 +12,9 @@ from server.conductor_format import (
     RUN_START,
     RUN_STOP,
     BusEntry,
-    RunInfo,
     exit_code_in,
 )
+from server.conductor_runinfo import RunInfo
 
 __all__ = ["entry_events", "is_run_message"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from server.conductor_format import RunInfo, parse_run_info
+from server.conductor_runinfo import RunInfo, parse_run_info
 
 __all__ = ["BusFile", "discover", "read_run_info"]
 

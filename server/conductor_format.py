@@ -1,4 +1,7 @@
-"""conductor-loop's message-bus files and run records, parsed: bytes in, messages out.
+"""conductor-loop's message-bus files, parsed: bytes in, messages out.
+
+(A run's ``run-info.yaml`` is ``conductor_runinfo``'s; YAML values and times are read
+by ``conductor_values``.)
 
 Rule: no I/O and no clock here. The caller hands in bytes read from a line start
 and gets back the messages and broken blocks found there, each with its line, and
@@ -36,13 +39,25 @@ offset and its bytes: the same line in the same place always gets the same id.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final, Literal
 
 import yaml
+
+from server.conductor_values import (
+    MSG_ID_KEYS,
+    PROJECT_KEYS,
+    RUN_ID_KEYS,
+    TASK_KEYS,
+    TS_KEYS,
+    TYPE_KEYS,
+    YAML_ERRORS,
+    as_timestamp,
+    first_field,
+    load_yaml,
+    parse_time,
+)
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -53,16 +68,10 @@ __all__ = [
     "BlockError",
     "BusEntry",
     "ParseResult",
-    "RunInfo",
     "exit_code_in",
     "parse_bus",
-    "parse_run_info",
-    "parse_time",
     "synthesize_id",
 ]
-
-#: libyaml's safe loader when PyYAML was built with it, else the pure-Python one.
-_LOADER: Final[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 RUN_START: Final = "RUN_START"
 RUN_STOP: Final = "RUN_STOP"
@@ -75,18 +84,7 @@ _SEPARATOR: Final = b"---"
 _KEY_LINE: Final = re.compile(rb"[A-Za-z_][A-Za-z0-9_.-]*[ \t]*:(?:[ \t]|$)")
 _RECORD: Final = re.compile(r"\[([^\]]+)\](.*)")
 _TYPE_TOKEN: Final = re.compile(r"[A-Za-z0-9_/-]+")
-_TIME: Final = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})([ T])(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})?"
-)
 _EXIT_CODE: Final = re.compile(r"\bcode[ :=]+(-?\d+)\b")
-
-# Header keys, the current spelling first, then older writers' spellings.
-_MSG_ID: Final = ("msg_id", "messageId", "message_id")
-_TS: Final = ("ts", "timestamp")
-_TYPE: Final = ("type",)
-_PROJECT: Final = ("project_id", "project", "projectId")
-_TASK: Final = ("task_id", "task", "taskId")
-_RUN_ID: Final = ("run_id", "runId")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,121 +121,6 @@ class ParseResult:
     consumed: int
     consumed_line: int
     pending_line: int | None  # first line left unconsumed (an incomplete entry or line), if any
-
-
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    """The fields of a run's ``run-info.yaml`` that metrics use; times are Unix seconds."""
-
-    run_id: str = ""
-    project: str = ""
-    task: str = ""
-    agent: str = ""
-    status: str = ""
-    start_time: float | None = None
-    end_time: float | None = None
-    exit_code: int | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in ("completed", "failed")
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.start_time is None or self.end_time is None or self.end_time < self.start_time:
-            return None
-        return self.end_time - self.start_time
-
-
-# -- scalar values -------------------------------------------------------------
-
-
-def parse_time(text: str) -> float | None:
-    """Unix seconds of ``YYYY-MM-DD HH:MM:SS``, ``YYYY-MM-DDTHH:MM:SS`` or RFC 3339; else None.
-
-    A time without a zone is UTC, as conductor-loop writes it.
-    """
-    match = _TIME.fullmatch(text.strip())
-    if match is None:
-        return None
-    year, month, day, sep, hour, minute, second, fraction, zone = match.groups()
-    if zone and sep == " ":
-        return None
-    micros = int((fraction[1:] + "000000")[:6]) if fraction else 0
-    try:
-        tz = UTC
-        if zone and zone != "Z":
-            sign = -1 if zone[0] == "-" else 1
-            tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
-        moment = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tz
-        )
-    except ValueError:
-        return None
-    return moment.timestamp()
-
-
-def _timestamp(value: object) -> float | None:
-    """A YAML value as Unix seconds; Go's zero time (year 1) and non-times are None."""
-    match value:
-        case bool():
-            return None
-        case datetime():
-            moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-            return moment.timestamp() if moment.year >= 1970 else None
-        case date():
-            return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()
-        case int() | float():
-            return float(value) if math.isfinite(value) and value >= 0 else None
-        case str():
-            return parse_time(value)
-        case _:
-            return None
-
-
-def _text(value: object) -> str:
-    """A YAML scalar as text; lists, mappings and null are ""."""
-    match value:
-        case bool():
-            return "true" if value else "false"
-        case str():
-            return value.strip()
-        case int() | float():
-            return str(value)
-        case datetime() | date():
-            return value.isoformat()
-        case _:
-            return ""
-
-
-def _field(doc: dict[Any, Any], names: tuple[str, ...]) -> str:
-    for name in names:
-        text = _text(doc.get(name))
-        if text:
-            return text
-    return ""
-
-
-def _integer(value: object) -> int | None:
-    match value:
-        case bool():
-            return None
-        case int():
-            return value
-        case str() if re.fullmatch(r"-?\d+", value.strip()):
-            return int(value)
-        case _:
-            return None
-
-
-def _load_yaml(text: str) -> object:
-    """The safe loader's result; raises on any malformed input (see ``_YAML_ERRORS``)."""
-    return yaml.load(text, Loader=_LOADER)
-
-
-# What the safe loader raises on hostile input: YAMLError, ValueError for an
-# impossible date, RecursionError for deep nesting, OverflowError for huge numbers.
-_YAML_ERRORS: Final = (yaml.YAMLError, ValueError, RecursionError, OverflowError, TypeError)
 
 
 def synthesize_id(seed: str, offset: int, raw: bytes, prefix: str = "LINE") -> str:
@@ -391,12 +274,12 @@ class _Scan:
             j += 1
         raw = b"\n".join(self.content(k) for k in range(i + 1, j))
         try:
-            doc = _load_yaml(raw.decode("utf-8", "replace"))
-        except _YAML_ERRORS as exc:
+            doc = load_yaml(raw.decode("utf-8", "replace"))
+        except YAML_ERRORS as exc:
             return _Broken(_yaml_reason(exc, self.line + i + 1))
         if not isinstance(doc, dict):
             return _Broken("header is not a YAML mapping")
-        if not _field(doc, _TYPE):
+        if not first_field(doc, TYPE_KEYS):
             return _Broken("header has no type")
         return _Header(doc, raw, j)
 
@@ -408,18 +291,20 @@ class _Scan:
             self.content(k).decode("utf-8", "replace") for k in range(header.closer + 1, end)
         )
         offset = self.at(current.start)
-        msg_id = _field(doc, _MSG_ID) or synthesize_id(self.seed, offset, header.raw, "ENTRY")
-        stamps = (_timestamp(doc.get(name)) for name in _TS)
+        msg_id = first_field(doc, MSG_ID_KEYS) or synthesize_id(
+            self.seed, offset, header.raw, "ENTRY"
+        )
+        stamps = (as_timestamp(doc.get(name)) for name in TS_KEYS)
         self.entries.append(
             BusEntry(
                 line=self.line + current.start,
                 offset=offset,
-                msg_type=_field(doc, _TYPE),
+                msg_type=first_field(doc, TYPE_KEYS),
                 msg_id=msg_id,
                 ts=next((ts for ts in stamps if ts is not None), None),
-                project=_field(doc, _PROJECT),
-                task=_field(doc, _TASK),
-                run_id=_field(doc, _RUN_ID),
+                project=first_field(doc, PROJECT_KEYS),
+                task=first_field(doc, TASK_KEYS),
+                run_id=first_field(doc, RUN_ID_KEYS),
                 body=body.strip("\n"),
             )
         )
@@ -461,27 +346,3 @@ def parse_bus(
     names the file in the ids derived for records and for headers without one.
     """
     return _Scan(data, offset, line, id_seed).run(final)
-
-
-def parse_run_info(data: bytes) -> RunInfo | None:
-    """The ``run-info.yaml`` of a run; None when it is not a YAML mapping.
-
-    ``agent_type`` is read where ``agent`` is missing; Go's zero time
-    (``0001-01-01T00:00:00Z``, a run not finished) reads as no time.
-    """
-    try:
-        doc = _load_yaml(data.decode("utf-8", "replace"))
-    except _YAML_ERRORS:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    return RunInfo(
-        run_id=_field(doc, ("run_id",)),
-        project=_field(doc, _PROJECT),
-        task=_field(doc, _TASK),
-        agent=_field(doc, ("agent", "agent_type")),
-        status=_field(doc, ("status",)).lower(),
-        start_time=_timestamp(doc.get("start_time")),
-        end_time=_timestamp(doc.get("end_time")),
-        exit_code=_integer(doc.get("exit_code")),
-    )

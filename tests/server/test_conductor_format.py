@@ -11,8 +11,6 @@ from server.conductor_format import (
     ParseResult,
     exit_code_in,
     parse_bus,
-    parse_run_info,
-    parse_time,
     synthesize_id,
 )
 
@@ -84,24 +82,6 @@ def test_record_lines(line: str, msg_type: str, body: str, when: str | None) -> 
 def test_lines_that_are_not_records_are_ignored(line: str) -> None:
     result = parse(line + "\n", final=True)
     assert (result.entries, result.errors, result.pending_line) == ([], [], None)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2026-02-20 15:54:54", "2026-02-20 15:54:54"),
-        ("2026-02-20T15:54:54.390976123Z", "2026-02-20 15:54:54.390976"),
-        ("2026-02-20T17:54:54-01:00", "2026-02-20 18:54:54"),
-        (" 2026-02-20T15:54:54 ", "2026-02-20 15:54:54"),
-    ],
-)
-def test_parse_time(text: str, expected: str) -> None:
-    assert parse_time(text) == pytest.approx(ts(expected))
-
-
-@pytest.mark.parametrize("text", ["", "yesterday", "2026-02-20", "2026-02-30 10:00:00", "x 1"])
-def test_parse_time_rejects(text: str) -> None:
-    assert parse_time(text) is None
 
 
 # -- entries --------------------------------------------------------------------------
@@ -340,43 +320,6 @@ def test_offsets_and_lines_point_at_the_message() -> None:
         head = data[found.offset :].split(b"\n", 1)[0]
         assert lines[found.line - 1] == head
         assert head == b"---" if found.style == "entry" else head.startswith(b"[")
-
-
-# -- run records ------------------------------------------------------------------------
-
-
-def test_run_info_completed() -> None:
-    info = parse_run_info(
-        b"version: 1\nrun_id: 20260205-1030451234-12345-0\nproject_id: my-project\n"
-        b"task_id: task-001\nagent: codex\npid: 12345\nstatus: completed\n"
-        b"start_time: 2026-02-05T10:30:45.123Z\nend_time: 2026-02-05T10:35:50.456Z\n"
-        b'exit_code: 0\ncommandline: codex --prompt "Implement feature X"\n'
-    )
-    assert info is not None
-    assert (info.run_id, info.project, info.task, info.agent) == (
-        "20260205-1030451234-12345-0",
-        "my-project",
-        "task-001",
-        "codex",
-    )
-    assert (info.status, info.exit_code, info.finished) == ("completed", 0, True)
-    assert info.duration_s == pytest.approx(305.333)
-
-
-def test_run_info_running_and_agent_type() -> None:
-    info = parse_run_info(
-        b"run_id: r\nagent_type: gemini\nstatus: running\n"
-        b"start_time: 2026-02-05T10:30:45Z\nend_time: 0001-01-01T00:00:00Z\nexit_code: -1\n"
-    )
-    assert info is not None
-    assert (info.agent, info.finished, info.exit_code, info.end_time) == ("gemini", False, -1, None)
-    assert info.duration_s is None
-
-
-@pytest.mark.parametrize("data", [b"", b"- a list\n", b"key: [unclosed\n", b"\xff\xfe: x\n"])
-def test_run_info_unreadable(data: bytes) -> None:
-    info = parse_run_info(data)
-    assert info is None or info.run_id == ""
 
 
 @pytest.mark.parametrize(
