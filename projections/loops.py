@@ -91,10 +91,11 @@ class LoopFold:
 
     ``iteration_completed`` is folded lazily, in two steps, because it is the
     commonest loop event and its fold is the dearest. The handler admits the
-    loop and appends the event to the loop's ``iterations``; ``settle`` folds
-    those lists a loop at a time with bulk operations (in log order within a
-    loop, which is all the state depends on) before anything reads or resets
-    the state, and whenever ``_SETTLE_EVERY`` iterations wait. Settling feeds
+    loop (so loops are admitted in log order) and appends the event to the
+    loop's ``iterations``; ``settle`` folds those lists a loop at a time, each in
+    one loop over local variables (in log order within a loop, which is all a
+    loop's state depends on), before anything reads or resets the state and
+    whenever ``_SETTLE_EVERY`` iterations wait. Settling feeds
     the iteration-duration quantiles (roll-up only) a buffer that enters the
     sketch before anything reads it, which gives the same quantiles as observing
     them at once (an observation is only ever dropped once its age bucket has
