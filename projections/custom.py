@@ -72,7 +72,7 @@ class MetricFamilies:
                 case 2:
                     key = (labels[names[0]], labels[names[1]])
                 case _:
-                    key = tuple([labels[name] for name in names])
+                    key = tuple(map(labels.__getitem__, names))  # no closure: a fast local
         except KeyError:
             self.rejected["label_mismatch"] += 1
             return

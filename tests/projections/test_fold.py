@@ -585,3 +585,21 @@ def test_refused_loops_feed_the_overflow_loops_quantiles() -> None:
     quantiles = overflow.iteration_duration_quantiles_s
     assert quantiles.p50 == pytest.approx(10.0, rel=0.01)
     assert quantiles.p99 == pytest.approx(20.0, rel=0.01)
+
+
+def test_metric_events_with_three_labels_match_by_name() -> None:
+    labels = {"a": "1", "b": "2", "c": "3"}
+    events: list[Event] = [
+        MetricUpdate(ts=1, name="app_three_total", kind="counter", value=1, labels=labels),
+        MetricUpdate(ts=2, name="app_three_total", kind="counter", value=2, labels=labels),
+        MetricUpdate(
+            ts=3,
+            name="app_three_total",
+            kind="counter",
+            value=5,
+            labels={"a": "1", "b": "2", "d": "3"},
+        ),
+    ]
+    projection = fold(events)
+    assert values(by_name(projection)["app_three_total"]) == {("1", "2", "3"): 3.0}
+    assert projection.rejected["label_mismatch"] == 1
