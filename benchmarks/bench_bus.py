@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
 from itertools import count
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
+from benchmarks.report import machine, write_json
 from benchmarks.workload import mixed_events, write_log
 from bus.events import Event, encode_events
 from bus.reader import BusReader
@@ -245,16 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         results = bench_append(root, args.append_events, args.repeat)
         results |= bench_read(root, args.events, args.repeat)
     print(_table(results))
-    meta: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "msgspec": msgspec.__version__,
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "repeat": args.repeat,
-        "append_events": args.append_events,
-        "time_box_s_for_fsync_runs": TIME_BOX_S,
-    }
-    args.out.write_bytes(msgspec.json.format(msgspec.json.encode({"meta": meta, **results})))
+    meta = machine(
+        repeat=args.repeat,
+        append_events=args.append_events,
+        time_box_s_for_fsync_runs=TIME_BOX_S,
+    )
+    write_json(args.out, meta, results)
     print(f"wrote {args.out}")
     return 0
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -31,10 +30,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
-import msgspec
-
+from benchmarks.report import machine, write_json
 from benchmarks.workload import write_log
 from bus.segments import bus_dir, list_segments
 from projections.config import ProjectionConfig
@@ -272,17 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     results = run(args.events, args.repeat)
     print(table(results))
-    meta: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "msgspec": msgspec.__version__,
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "mtail": mtail_version(),
-        "repeat": args.repeat,
-        "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(),
-    }
-    args.out.write_bytes(msgspec.json.format(msgspec.json.encode({"meta": meta, **results})))
+    meta = machine(
+        mtail=mtail_version(),
+        repeat=args.repeat,
+        loadavg_before=load_before,
+        loadavg_after=os.getloadavg(),
+    )
+    write_json(args.out, meta, results)
     print(f"wrote {args.out}")
     return 0
 

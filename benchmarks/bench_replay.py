@@ -12,10 +12,7 @@ and writes JSON.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +21,7 @@ from typing import Any, Final
 
 import msgspec
 
+from benchmarks.report import machine, write_json
 from benchmarks.workload import write_log
 from bus.events import Event
 from bus.reader import BusReader
@@ -156,15 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tally-bench-replay-") as tmp:
         results = bench(Path(tmp), args.events, args.repeat)
     print(_table(results))
-    meta: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "msgspec": msgspec.__version__,
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "repeat": args.repeat,
-        "compiled_loop": COMPILED,
-    }
-    args.out.write_bytes(msgspec.json.format(msgspec.json.encode({"meta": meta, **results})))
+    write_json(args.out, machine(repeat=args.repeat, compiled_loop=COMPILED), results)
     print(f"wrote {args.out}")
     return 0
 

@@ -36,7 +36,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import random
 import resource
 import select
@@ -58,6 +57,7 @@ from typing import IO, Any, Final
 
 import msgspec
 
+from benchmarks.report import machine, write_json
 from benchmarks.workload import mixed_events, write_log
 from bus.events import encode_events
 
@@ -834,16 +834,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     for note in notes:
         print(f"- {note}")
-    meta: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "msgspec": msgspec.__version__,
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "quick": args.quick,
-        "seconds": round(time.perf_counter() - started, 1),
-        "notes": notes,
-    }
-    args.out.write_bytes(msgspec.json.format(msgspec.json.encode({"meta": meta, **results})))
+    meta = machine(quick=args.quick, seconds=round(time.perf_counter() - started, 1), notes=notes)
+    write_json(args.out, meta, results)
     print(f"wrote {args.out} in {meta['seconds']} s")
     return 0
 

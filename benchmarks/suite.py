@@ -21,7 +21,6 @@ import datetime as dt
 import importlib
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
+
+from benchmarks.report import machine
 
 __all__ = ["FULL", "QUICK", "REQUIRED", "SIZES", "TARGETS", "TINY", "Sizes", "main", "run_suite"]
 
@@ -228,18 +229,14 @@ def run_suite(
     chosen = tuple(table) if only is None else only
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     start = time.perf_counter()
-    meta: dict[str, Any] = {
-        "python": platform.python_version(),
-        "msgspec": msgspec.__version__,
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "loadavg_before": _loadavg(),
-        "quick": sizes.name != "full",
-        "size": sizes.name,
-        "sizes": asdict(sizes),
-        "started_at": started_at,
-        "sections": {},
-    }
+    meta = machine(
+        loadavg_before=_loadavg(),
+        quick=sizes.name != "full",
+        size=sizes.name,
+        sizes=asdict(sizes),
+        started_at=started_at,
+        sections={},
+    )
     results: Results = {}
     problems: list[str] = []
     for name in chosen:

@@ -6,8 +6,6 @@ kind, other label names) or names a catalogue family is counted and never applie
 
 from __future__ import annotations
 
-from bisect import bisect_left
-
 from bus.events import MetricUpdate
 from projections.catalogue import Catalogue
 from projections.config import ProjectionConfig
@@ -97,13 +95,7 @@ class MetricFamilies:
             else:
                 values[key] = value if op is None or op == "set" else current + value
         elif type(family) is HistogramFamily:
-            series = family.series.get(key)
-            if series is None:
-                family.observe(key, value)
-            else:
-                series.counts[bisect_left(family.bounds, value)] += 1
-                series.sum += value
-                series.count += 1
+            family.observe(key, value)
         elif type(family) is SummaryFamily:
             ts = ev.ts
             self.clock.now = now

@@ -33,7 +33,6 @@ Semantics where DESIGN.md is silent (what a production user expects):
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -68,7 +67,7 @@ from projections.foldloop import FoldRun, FoldSpec, fold_run
 from projections.loops import LoopFold, LoopFoldState
 from projections.rollup import LoopRollup
 from projections.state import FamilyState, family_from_state, family_to_state
-from projections.summary import AnyFamily, EventClock
+from projections.summary import AnyFamily, EventClock, elapsed
 
 __all__ = ["Projection", "ProjectionState"]
 
@@ -265,19 +264,10 @@ class Projection:
             self._failed += 1
         duration = ev.duration_s
         if duration is None:
-            if start is None:
+            duration = elapsed(start, ev.ts, now)
+            if duration is None:
                 return
-            ts = ev.ts
-            duration = max(0.0, (now if ts is None else ts) - start)
-        family = self._run_durations
-        labels = (ev.agent or "unknown", status)
-        series = family.series.get(labels)
-        if series is None:
-            family.observe(labels, duration)
-        else:
-            series.counts[bisect_left(family.bounds, duration)] += 1
-            series.sum += duration
-            series.count += 1
+        self._run_durations.observe((ev.agent or "unknown", status), duration)
 
     def _api_request(self, ev: ApiRequest, now: float) -> None:
         """A (method, status) series not counted yet (``_fold_run`` bumps the known ones)."""

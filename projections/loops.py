@@ -47,7 +47,7 @@ from projections.rollup import (
     rollup,
 )
 from projections.state import FamilyState, family_from_state, family_to_state
-from projections.summary import EventClock, SummaryFamily
+from projections.summary import EventClock, SummaryFamily, elapsed
 
 __all__ = ["LoopFold", "LoopFoldState"]
 
@@ -247,10 +247,9 @@ class LoopFold:
         s.seen |= SESSION_ENDED_BITS
         duration = ev.duration_s
         if duration is None:
-            if start is None:
+            duration = elapsed(start, ev.ts, now)
+            if duration is None:
                 return
-            ts = ev.ts
-            duration = max(0.0, (now if ts is None else ts) - start)
         s.session_counts[bisect_left(_SESSION_BOUNDS, duration)] += 1
         s.session_sum += duration
         s.seen |= SESSION_DURATION_BIT

@@ -51,6 +51,7 @@ __all__ = [
     "LogMapping",
     "SummaryFamily",
     "SummarySeries",
+    "elapsed",
 ]
 
 #: The quantiles every summary reports.
@@ -81,6 +82,16 @@ class EventClock:
 
     def __repr__(self) -> str:
         return f"EventClock(now={self.now!r})"
+
+
+def elapsed(start: float | None, ts: float | None, now: float) -> float | None:
+    """Seconds from ``start`` to an event at ``ts`` (``now`` if unstamped), never negative.
+
+    None when the start was not folded (a log that begins mid-run or mid-session).
+    """
+    if start is None:
+        return None
+    return max(0.0, (now if ts is None else ts) - start)
 
 
 class LogMapping:
