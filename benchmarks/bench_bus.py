@@ -20,11 +20,11 @@ from pathlib import Path
 import msgspec
 
 from benchmarks.report import machine, write_json
-from benchmarks.workload import mixed_events, write_log
 from bus.events import Event, encode_events
 from bus.reader import BusReader
 from bus.segments import bus_dir, list_segments
 from bus.writer import BusConfig, BusWriter, Durability
+from tests.support.workload import mixed_events, write_log
 
 POLICIES: tuple[Durability, ...] = ("never", "interval", "always")
 BATCH = 1000

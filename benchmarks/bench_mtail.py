@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from benchmarks.report import machine, write_json
-from benchmarks.workload import write_log
 from bus.segments import bus_dir, list_segments
 from projections.config import ProjectionConfig
-from projections.prometheus import render_prometheus
-from projections.replay import replay
+from projections.exposition.prometheus import render_prometheus
 from server.parallel import replay_parallel
+from server.replay import replay
+from tests.support.workload import write_log
 
 T = TypeVar("T")
 

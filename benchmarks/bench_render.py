@@ -22,8 +22,8 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from projections.families import CounterFamily, HistogramFamily
-from projections.prometheus import render_prometheus
+from projections.exposition.prometheus import render_prometheus
+from projections.metrics.families import CounterFamily, HistogramFamily
 
 DEFAULT_OUT: Final = Path(__file__).with_name("results-render.json")
 _METHODS: Final = ("GET", "POST", "PUT", "DELETE", "PATCH")

@@ -4,7 +4,7 @@ Run: ``python -m benchmarks.bench_replay [--events N] [--repeat R] [--out FILE]`
 is written with ``workload.write_log`` into a temporary directory; each figure is the
 median of ``--repeat`` runs after one warm-up run. Targets: replay at least 1,000,000
 events/s, and at most twice the time of bare decoding (``replay.ratio_to_decode <= 2``).
-``replay`` runs the compiled fold loop when it was built (``projections.foldloop``);
+``replay`` runs the compiled fold loop when it was built (``projections.dispatch``);
 ``replay_ref`` is the same replay on the reference loop, for comparison. Prints a table
 and writes JSON.
 """
@@ -22,15 +22,15 @@ from typing import Any, Final
 import msgspec
 
 from benchmarks.report import machine, write_json
-from benchmarks.workload import write_log
 from bus.events import Event
 from bus.reader import BusReader
 from bus.segments import bus_dir, list_segments
 from projections.config import ProjectionConfig
+from projections.dispatch import COMPILED, fold_run_python
 from projections.fold import Projection
-from projections.foldloop import COMPILED, fold_run_python
-from projections.replay import fold_log, replay
 from server.parallel import replay_parallel
+from server.replay import fold_reader, replay
+from tests.support.workload import write_log
 
 DEFAULT_OUT: Final = Path(__file__).with_name("results-replay.json")
 TARGET_EVENTS_PER_S: Final = 1_000_000
@@ -54,7 +54,7 @@ def _log_bytes(data_dir: Path) -> bytes:
 
 def replay_reference(data_dir: Path, config: ProjectionConfig) -> Projection:
     """``replay`` on the reference loop: what an install without a C compiler runs."""
-    return fold_log(Projection(config, run=fold_run_python), BusReader(data_dir))
+    return fold_reader(Projection(config, run=fold_run_python), BusReader(data_dir))
 
 
 def _fold_seconds(events: list[Event], config: ProjectionConfig, repeat: int) -> float:

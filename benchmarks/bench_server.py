@@ -58,8 +58,8 @@ from typing import IO, Any, Final
 import msgspec
 
 from benchmarks.report import machine, write_json
-from benchmarks.workload import mixed_events, write_log
 from bus.events import encode_events
+from tests.support.workload import mixed_events, write_log
 
 DEFAULT_OUT: Final = Path(__file__).with_name("results-server.json")
 SEED: Final = 42

@@ -1,43 +1,27 @@
-"""Pure folds from events to metric state, and exposition formats (state -> bytes)."""
+"""Pure folds from events to metric state, and exposition formats (state -> bytes).
+
+No I/O and no wall clock anywhere below: time comes from event ``ts``. The rooms:
+``metrics`` (families and their state records), ``catalogue`` (every family tally
+renders, declared once), ``fold`` (``Projection``, which composes the conductor fold,
+the Ralph-loop fold in ``ralph`` and the ``metric``-event families), ``dispatch``
+(the hot loop that hands each event to its fold), ``clock`` (event time),
+``snapshot`` (state as bytes), ``replay`` and ``partition`` (folding read batches),
+``exposition`` (the formats).
+"""
 
 from projections.catalogue import Catalogue as Catalogue
 from projections.catalogue import FamilySpec as FamilySpec
+from projections.clock import EventClock as EventClock
 from projections.config import ProjectionConfig as ProjectionConfig
-from projections.families import CounterFamily as CounterFamily
-from projections.families import GaugeFamily as GaugeFamily
-from projections.families import HistogramFamily as HistogramFamily
-from projections.families import HistogramSeries as HistogramSeries
-from projections.families import Labels as Labels
-from projections.families import MetricNameError as MetricNameError
-from projections.families import validate_bounds as validate_bounds
 from projections.fold import Projection as Projection
 from projections.fold import ProjectionState as ProjectionState
-from projections.jsonformat import render_json as render_json
-from projections.negotiate import RENDERERS as RENDERERS
-from projections.negotiate import Format as Format
-from projections.negotiate import accepts_gzip as accepts_gzip
-from projections.negotiate import content_type as content_type
-from projections.negotiate import negotiate as negotiate
-from projections.openmetrics import OpenMetricsHistory as OpenMetricsHistory
-from projections.openmetrics import render_openmetrics as render_openmetrics
-from projections.prometheus import render_prometheus as render_prometheus
 from projections.replay import DurationError as DurationError
+from projections.replay import fold_batches as fold_batches
+from projections.replay import fold_steps as fold_steps
 from projections.replay import parse_duration as parse_duration
-from projections.replay import replay as replay
-from projections.replay import replay_steps as replay_steps
-from projections.rollup import LoopRollup as LoopRollup
 from projections.snapshot import SNAPSHOT_VERSION as SNAPSHOT_VERSION
 from projections.snapshot import SnapshotError as SnapshotError
 from projections.snapshot import SnapshotMeta as SnapshotMeta
 from projections.snapshot import decode_snapshot as decode_snapshot
 from projections.snapshot import encode_snapshot as encode_snapshot
 from projections.snapshot import read_snapshot_meta as read_snapshot_meta
-from projections.state import FamilyState as FamilyState
-from projections.state import family_from_state as family_from_state
-from projections.state import family_to_state as family_to_state
-from projections.statsd import render_statsd as render_statsd
-from projections.summary import QUANTILES as QUANTILES
-from projections.summary import AnyFamily as AnyFamily
-from projections.summary import EventClock as EventClock
-from projections.summary import SummaryFamily as SummaryFamily
-from projections.summary import SummarySeries as SummarySeries

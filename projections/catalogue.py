@@ -12,7 +12,7 @@ from typing import Final
 import msgspec
 
 from projections.config import ProjectionConfig
-from projections.families import (
+from projections.metrics.families import (
     DEFAULT_MAX_SERIES,
     CounterFamily,
     Family,

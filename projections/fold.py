@@ -53,9 +53,11 @@ from bus.events import (
 )
 from bus.reader import Batch
 from projections import catalogue as cat
+from projections.clock import EventClock, elapsed
 from projections.config import ProjectionConfig
-from projections.custom import MetricFamilies
-from projections.families import (
+from projections.dispatch import FoldRun, FoldSpec, fold_run
+from projections.metric_events import MetricFamilies
+from projections.metrics.families import (
     OVERFLOW,
     CounterFamily,
     Family,
@@ -63,11 +65,10 @@ from projections.families import (
     HistogramFamily,
     OverflowCounts,
 )
-from projections.foldloop import FoldRun, FoldSpec, fold_run
-from projections.loops import LoopFold, LoopFoldState
-from projections.rollup import LoopRollup
-from projections.state import FamilyState, family_from_state, family_to_state
-from projections.summary import AnyFamily, EventClock, elapsed
+from projections.metrics.state import FamilyState, family_from_state, family_to_state
+from projections.metrics.summary import AnyFamily
+from projections.ralph.fold import LoopFold, LoopFoldState
+from projections.ralph.rollup import LoopRollup
 
 __all__ = ["Projection", "ProjectionState"]
 
@@ -117,7 +118,7 @@ class Projection:
 
     ``families()`` returns family objects owned by the projection: read them
     (render) before folding more. ``ticks`` are event classes that only advance the
-    clock (``partition``); ``run`` is the hot loop (``foldloop``), the compiled one
+    clock (``partition``); ``run`` is the hot loop (``dispatch``), the compiled one
     when it was built: tests and benchmarks pass the reference to compare.
     """
 

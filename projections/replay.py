@@ -1,25 +1,24 @@
-"""Replays: rebuild the projection from the log, as of now or of a past offset or time.
+"""Replays, pure: batches read from the log folded into a projection, now or as of a past time.
 
-Rule: the one module of ``projections`` that touches the log, and only through
-``bus.BusReader``; time is still event time, never the wall clock.
+Rule: no I/O here (the caller opens the log and hands in its batches: ``server.replay``);
+time is event time, never the wall clock.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from bus.errors import TallyError
 from bus.events import Event
-from bus.reader import BusReader
+from bus.reader import Batch
 from projections.config import ProjectionConfig
+from projections.exposition.openmetrics import OpenMetricsHistory
 from projections.fold import Projection
-from projections.openmetrics import OpenMetricsHistory
 
-__all__ = ["DurationError", "fold_log", "parse_duration", "replay", "replay_steps"]
+__all__ = ["DurationError", "fold_batches", "fold_steps", "parse_duration"]
 
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w)?")
@@ -46,60 +45,34 @@ def _until(events: list[Event], until_ts: float) -> list[Event]:
     return [ev for ev in events if ev.ts is None or ev.ts <= until_ts]
 
 
-def fold_log(
+def fold_batches(
     projection: Projection,
-    reader: BusReader,
+    batches: Iterable[Batch],
     *,
-    until_offset: int | None = None,
     until_ts: float | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Projection:
-    """Fold what ``reader`` reads from the start of the log into ``projection`` (see ``replay``)."""
-    total = 0
-    if progress is not None:
-        total = reader.end_offset()
-        if until_offset is not None:
-            total = min(total, until_offset)
-    for batch in reader.read_from(0, until_offset):
+    """Fold ``batches`` (read from the log, in order) into ``projection`` and return it.
+
+    ``until_ts`` keeps the events with ``ts <= until_ts`` wherever they are in the
+    log (it need not be ordered by time); ``progress(end)`` is called after each
+    batch with the offset folded up to.
+    """
+    for batch in batches:
         if until_ts is None:
             projection.fold_batch(batch)
         else:
             projection.fold_batch(batch, _until(batch.events, until_ts))
         if progress is not None:
-            progress(min(batch.end, total), total)
+            progress(batch.end)
     return projection
 
 
-def replay(
-    data_dir: Path,
-    *,
-    config: ProjectionConfig,
-    until_offset: int | None = None,
-    until_ts: float | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> Projection:
-    """Fold the log of ``data_dir`` from its start into a fresh projection.
-
-    ``until_offset`` keeps the events that start before that byte offset;
-    ``until_ts`` keeps the events with ``ts <= until_ts`` wherever they are in the
-    log (it need not be ordered by time). ``progress(done, total)`` is called
-    after each batch with byte offsets.
-    """
-    return fold_log(
-        Projection(config),
-        BusReader(data_dir),
-        until_offset=until_offset,
-        until_ts=until_ts,
-        progress=progress,
-    )
-
-
-def replay_steps(
-    data_dir: Path,
+def fold_steps(
+    batches: Iterable[Batch],
     *,
     config: ProjectionConfig,
     step_s: float,
-    until_offset: int | None = None,
     until_ts: float | None = None,
 ) -> bytes:
     """OpenMetrics with the state as of every ``step_s`` of event time, each sample timestamped.
@@ -117,7 +90,7 @@ def replay_steps(
     t0: float | None = None
     k = 0
     boundary = math.inf
-    for batch in BusReader(data_dir).read_from(0, until_offset):
+    for batch in batches:
         pairs = list(batch)
         if until_ts is not None:
             pairs = [(off, ev) for off, ev in pairs if ev.ts is None or ev.ts <= until_ts]

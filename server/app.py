@@ -19,21 +19,20 @@ import msgspec
 from bus.errors import InvalidEvents
 from bus.events import MetricsReset
 from bus.validate import events_from_body
-from projections.families import CounterFamily, GaugeFamily
-from projections.negotiate import Format, content_type, negotiate
-from projections.render import render_families
-from projections.summary import AnyFamily
-from server.conductor_bridge import ConductorBridge
-from server.ingest import GroupCommitter
-from server.routing import Handler, Request, Response, Router, gzip_if_accepted
-from server.sse import SseHub, Subscriber
-from server.worker import ProjectionWorker
+from projections.exposition.formats import FORMATS, Format, content_type, render
+from projections.exposition.negotiate import negotiate
+from projections.metrics.families import CounterFamily, GaugeFamily
+from projections.metrics.summary import AnyFamily
+from server.conductor.bridge import ConductorBridge
+from server.http.routing import Handler, Request, Response, Router, gzip_if_accepted
+from server.live.group_commit import GroupCommitter
+from server.live.sse import SseHub, Subscriber
+from server.live.worker import ProjectionWorker
 
 __all__ = ["App", "tally_version"]
 
 log = logging.getLogger("tally.app")
 
-FORMATS: Final[tuple[Format, ...]] = ("prometheus", "openmetrics", "json", "statsd")
 API_REQUESTS: Final = "conductor_api_requests_total"
 
 
@@ -156,7 +155,7 @@ class App:
         return [merged[name] for name in sorted(merged)]
 
     def render(self, fmt: Format) -> bytes:
-        return render_families(self.families(), fmt, loops=self.worker.projection.loops())
+        return render(self.families(), fmt, loops=self.worker.projection.loops())
 
     # -- handlers --------------------------------------------------------------
 
@@ -167,9 +166,9 @@ class App:
 
     async def api_metrics(self, request: Request) -> Response:
         name = request.query.get("format", "json")
-        if name not in FORMATS:
+        fmt = _format(name)
+        if fmt is None:
             return Response.json(400, {"error": f"format must be one of {', '.join(FORMATS)}"})
-        fmt: Format = name
         body = self.render(fmt)
         return gzip_if_accepted(request, Response(200, [("content-type", content_type(fmt))], body))
 
@@ -250,3 +249,10 @@ class App:
             ("x-accel-buffering", "no"),
         ]
         return Response(200, headers, stream=self.hub.stream(sub))
+
+
+def _format(name: str) -> Format | None:
+    for fmt in FORMATS:
+        if fmt == name:
+            return fmt
+    return None

@@ -20,12 +20,12 @@ import msgspec
 from bus.errors import InvalidEvents, TallyError
 from bus.events import Event, event_json_schema
 from bus.validate import events_from_body, events_from_jsonl, events_from_pairs
+from projections.exposition.formats import FORMATS
 from server.config import TallyConfig, load_config
 
 __all__ = ["main"]
 
 DEFAULT_DATA_DIR: Final = "./tally-data"
-FORMATS: Final = ("prometheus", "openmetrics", "json", "statsd")
 
 _json: Final = msgspec.json.Encoder()
 
@@ -210,8 +210,9 @@ def _progress_printer() -> Callable[[int, int], None]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from projections.render import render_projection
-    from projections.replay import parse_duration, replay, replay_steps
+    from projections.exposition.formats import render
+    from projections.replay import parse_duration
+    from server.replay import replay, replay_steps
 
     data_dir = _data_dir(args)
     config = _config(args).projections
@@ -245,7 +246,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         until_ts=until_ts,
         progress=progress,
     )
-    sys.stdout.buffer.write(render_projection(projection, args.format or "prometheus"))
+    sys.stdout.buffer.write(
+        render(projection.families(), args.format or "prometheus", loops=projection.loops())
+    )
     return 0
 
 
@@ -265,7 +268,7 @@ def cmd_import_conductor(args: argparse.Namespace) -> int:
     import anyio
 
     from bus.writer import BusWriter
-    from server.conductor_bridge import BlockReport, ConductorBridge
+    from server.conductor.bridge import BlockReport, ConductorBridge
 
     root = _conductor_root("import conductor", args.root)
     assert root is not None
@@ -386,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--until-offset", type=int, metavar="N", help="events starting before N")
     replay.add_argument("--until-ts", type=float, metavar="T", help="events with ts <= T")
-    replay.add_argument("--format", choices=FORMATS, help="default prometheus")
+    replay.add_argument("--format", choices=tuple(FORMATS), help="default prometheus")
     replay.add_argument(
         "--step",
         metavar="DURATION",

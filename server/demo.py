@@ -29,7 +29,7 @@ from bus.events import (
     SessionStarted,
     TestsReported,
 )
-from server.ingest import GroupCommitter
+from server.live.group_commit import GroupCommitter
 
 __all__ = ["demo_batches", "run_demo"]
 

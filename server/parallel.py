@@ -1,6 +1,6 @@
 """Replay on two cores: the traffic part folded here, the lifecycle part in a forked child.
 
-Rule: the result is ``projections.replay.replay``'s, byte for byte, or that replay
+Rule: the result is ``server.replay.replay``'s, byte for byte, or that replay
 itself. Any corrupt line in the stretch (a tick does not check the fields it skips),
 a child that fails, or a platform without ``fork`` falls back to one pass; so does a
 log too small to pay for the fork (``min_bytes``).
@@ -22,7 +22,7 @@ from bus.reader import BusReader
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.partition import LIFECYCLE, TRAFFIC, Part, PartFold, merge
-from projections.replay import fold_log, replay
+from server.replay import fold_reader, replay
 
 __all__ = ["MIN_PARALLEL_BYTES", "replay_parallel"]
 
@@ -44,7 +44,7 @@ def _fold_part(
     until_ts: float | None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PartFold:
-    projection = fold_log(
+    projection = fold_reader(
         Projection(config, ticks=part.ticks),
         BusReader(data_dir, quarantine=False, decoder=part.decoder),
         until_offset=until_offset,

@@ -22,14 +22,14 @@ import anyio.abc
 from bus.errors import TallyError
 from bus.writer import BusWriter
 from server.app import App
-from server.conductor_bridge import ConductorBridge
+from server.conductor.bridge import ConductorBridge
 from server.config import TallyConfig
 from server.demo import run_demo
-from server.http import HttpServer
-from server.http_connection import HttpLimits
-from server.ingest import GroupCommitter
-from server.sse import SseHub
-from server.worker import ProjectionWorker
+from server.http.connection import HttpLimits
+from server.http.server import HttpServer
+from server.live.group_commit import GroupCommitter
+from server.live.sse import SseHub
+from server.live.worker import ProjectionWorker
 
 __all__ = ["ServeOptions", "is_loopback", "serve"]
 

@@ -17,7 +17,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.bench_mtail import PROGRAM_DIR, compile_program, run_mtail, single_log_file
-from benchmarks.workload import write_log
 from bus.events import (
     ContextReboot,
     Event,
@@ -32,6 +31,7 @@ from bus.events import (
     TestsReported,
 )
 from bus.writer import BusConfig, BusWriter
+from tests.support.workload import write_log
 
 MTAIL_PRESENT = Path("/usr/bin/mtail").exists() or shutil.which("mtail") is not None
 pytestmark = pytest.mark.skipif(

@@ -26,7 +26,7 @@ BATCH = 100
 
 def _worker(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.bus.append_worker", *args],
+        [sys.executable, "-m", "tests.support.append_worker", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

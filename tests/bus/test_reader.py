@@ -8,13 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.workload import mixed_events
 from bus.errors import BusError
 from bus.events import Event, LoopStarted, encode_events
 from bus.quarantine import Quarantine
 from bus.reader import Batch, BusReader
 from bus.segments import bus_dir, segment_name
 from bus.writer import BusConfig, BusWriter
+from tests.support.workload import mixed_events
 
 
 def _event(name: str) -> bytes:

@@ -9,12 +9,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from benchmarks.workload import mixed_events
 from bus.errors import BusError
 from bus.events import BusMessage, Event, LoopStarted, decode_event, encode_events
 from bus.reader import BusReader
 from bus.segments import bus_dir, list_segments, segment_name
 from bus.writer import BusConfig, BusWriter, line_offsets
+from tests.support.workload import mixed_events
 
 
 def _log_bytes(data_dir: Path) -> bytes:

@@ -8,12 +8,12 @@ import subprocess
 import msgspec
 import pytest
 
-from benchmarks.workload import mixed_events
 from projections.catalogue import CONDUCTOR, SELF, Catalogue, build_family, loop_specs
 from projections.config import ProjectionConfig
-from projections.families import CounterFamily, GaugeFamily, HistogramFamily
+from projections.exposition.prometheus import render_prometheus
 from projections.fold import Projection
-from projections.prometheus import render_prometheus
+from projections.metrics.families import CounterFamily, GaugeFamily, HistogramFamily
+from tests.support.workload import mixed_events
 
 #: DESIGN.md's metric catalogue: name -> (type, labels, buckets).
 DESIGN = {

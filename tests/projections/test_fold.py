@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.workload import mixed_events
 from bus.events import (
     AgentFallback,
     ApiRequest,
@@ -32,11 +31,12 @@ from bus.events import (
 )
 from bus.writer import BusConfig, BusWriter
 from projections.config import ProjectionConfig
-from projections.families import CounterFamily, GaugeFamily, HistogramFamily
+from projections.exposition.prometheus import render_prometheus
 from projections.fold import Projection
-from projections.prometheus import render_prometheus
-from projections.replay import replay
-from projections.summary import AnyFamily, SummaryFamily
+from projections.metrics.families import CounterFamily, GaugeFamily, HistogramFamily
+from projections.metrics.summary import AnyFamily, SummaryFamily
+from server.replay import replay
+from tests.support.workload import mixed_events
 
 P = "ralph_loop"
 

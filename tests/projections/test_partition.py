@@ -9,15 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.workload import mixed_events
 from bus.events import EVENT_TYPES, ContextUsage, Event, IterationCompleted, RunStarted
 from bus.reader import BusReader
 from bus.writer import BusConfig, BusWriter
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.partition import LIFECYCLE, PARTS, TRAFFIC, Part, merge
-from projections.render import render_projection
-from projections.replay import fold_log, replay
+from server.replay import fold_reader, replay
+from tests.support.families import rendered
+from tests.support.workload import mixed_events
 
 FORMATS = ("prometheus", "openmetrics", "json", "statsd")
 
@@ -30,7 +30,7 @@ def write(data_dir: Path, events: list[Event]) -> None:
 
 def fold_part(data_dir: Path, part: Part, config: ProjectionConfig, **until: float) -> Projection:
     reader = BusReader(data_dir, quarantine=False, decoder=part.decoder, chunk_bytes=4096)
-    return fold_log(Projection(config, ticks=part.ticks), reader, **until)  # type: ignore[arg-type]
+    return fold_reader(Projection(config, ticks=part.ticks), reader, **until)  # type: ignore[arg-type]
 
 
 def merged(data_dir: Path, config: ProjectionConfig, **until: float) -> Projection:
@@ -42,7 +42,7 @@ def merged(data_dir: Path, config: ProjectionConfig, **until: float) -> Projecti
 
 def assert_same(a: Projection, b: Projection) -> None:
     for fmt in FORMATS:
-        assert render_projection(a, fmt) == render_projection(b, fmt), fmt
+        assert rendered(a, fmt) == rendered(b, fmt), fmt
     assert a.events_by_type == b.events_by_type
     assert (a.offset, a.clock.now) == (b.offset, b.clock.now)
 

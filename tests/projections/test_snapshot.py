@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.workload import mixed_events
 from bus.errors import TallyError
 from bus.events import (
     ApiRequest,
@@ -21,9 +20,9 @@ from bus.events import (
     SessionStarted,
 )
 from projections.config import ProjectionConfig
+from projections.exposition.jsonformat import render_json
+from projections.exposition.prometheus import render_prometheus
 from projections.fold import Projection
-from projections.jsonformat import render_json
-from projections.prometheus import render_prometheus
 from projections.snapshot import (
     SNAPSHOT_VERSION,
     SnapshotError,
@@ -31,6 +30,7 @@ from projections.snapshot import (
     encode_snapshot,
     read_snapshot_meta,
 )
+from tests.support.workload import mixed_events
 
 #: A small window and series limit, so that expiry and overflow happen within the workload.
 TIGHT = ProjectionConfig(summary_window_s=5.0, summary_age_buckets=5, max_series_per_family=4)

@@ -111,7 +111,7 @@ def test_bad_emit_exits_2_and_leaves_bus_identical(
 
 def _run_emitters(data_dir: Path, writers: int, batches: int, per_batch: int, torn: bool) -> None:
     """Each writer process runs one `tally emit -` process per batch of JSONL."""
-    script = Path(__file__).with_name("emitter.py")
+    script = Path(__file__).parents[1] / "support" / "emitter.py"
     env = {**os.environ, "TALLY_DATA_DIR": str(data_dir)}
     args = [str(batches), str(per_batch), str(int(torn))]
     procs = [

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.workload import mixed_events
 from bus.quarantine import Quarantine
 from bus.writer import BusConfig, BusWriter
 from projections.config import ProjectionConfig
-from projections.render import render_projection
-from projections.replay import replay
 from server.parallel import MIN_PARALLEL_BYTES, replay_parallel
+from server.replay import replay
+from tests.support.families import rendered
+from tests.support.workload import mixed_events
 
 CONFIG = ProjectionConfig()
 
@@ -36,7 +36,7 @@ def test_two_parts_render_what_one_pass_renders(
     assert "in two parts" in caplog.text  # the forked path ran, not the fallback
     one = replay(data_dir, config=CONFIG)
     for fmt in ("prometheus", "openmetrics", "json", "statsd"):
-        assert render_projection(two, fmt) == render_projection(one, fmt)
+        assert rendered(two, fmt) == rendered(one, fmt)
     assert two.events_by_type == one.events_by_type and two.offset == one.offset
 
 
@@ -45,7 +45,7 @@ def test_as_of_an_offset_and_a_time(data_dir: Path) -> None:
     for kwargs in ({"until_offset": 500_000}, {"until_ts": 1_700_000_040.0}):
         two = replay_parallel(data_dir, config=CONFIG, min_bytes=0, **kwargs)  # type: ignore[arg-type]
         one = replay(data_dir, config=CONFIG, **kwargs)  # type: ignore[arg-type]
-        assert render_projection(two, "json") == render_projection(one, "json")
+        assert rendered(two, "json") == rendered(one, "json")
 
 
 def test_a_corrupt_line_falls_back_to_one_pass(
@@ -62,7 +62,7 @@ def test_a_corrupt_line_falls_back_to_one_pass(
     assert two.corrupt_lines == 1
     assert [entry.raw for entry in Quarantine(data_dir).entries()] == [bad.rstrip(b"\n").decode()]
     one = replay(data_dir, config=CONFIG)
-    assert render_projection(two, "prometheus") == render_projection(one, "prometheus")
+    assert rendered(two, "prometheus") == rendered(one, "prometheus")
 
 
 def test_cli_jobs_1_and_2_print_the_same(data_dir: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.server.serverproc import api_requests, http_request, samples, tally, tally_server
+from tests.support.serverproc import api_requests, http_request, samples, tally, tally_server
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.server.serverproc import (
+from tests.support.serverproc import (
     API_REQUESTS,
     SERVER_ONLY,
     TALLY,
@@ -64,7 +64,7 @@ def mixed(n: int, seed: int) -> list[dict[str, Any]]:
     """A realistic mix of every event type (the benchmark workload) as plain JSON objects."""
     import msgspec
 
-    from benchmarks.workload import mixed_events
+    from tests.support.workload import mixed_events
 
     return [msgspec.to_builtins(ev) for ev in mixed_events(n, seed)]
 
@@ -261,7 +261,7 @@ def test_status_keys(data_dir: Path) -> None:
 
 def _write_big_log(data_dir: Path, n: int) -> int:
     try:
-        from benchmarks.workload import write_log
+        from tests.support.workload import write_log
     except ImportError:  # pragma: no cover - the benchmark workload is part of the repo
         from bus.events import BusMessage
         from bus.writer import BusConfig, BusWriter

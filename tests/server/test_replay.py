@@ -1,0 +1,173 @@
+"""Replays from the log: as of now, of an offset, of a time; and stepped OpenMetrics history."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bus.events import ApiRequest, BusMessage, Event
+from bus.writer import BusConfig, BusWriter
+from projections.config import ProjectionConfig
+from projections.exposition.jsonformat import render_json
+from projections.exposition.prometheus import render_prometheus
+from projections.fold import Projection
+from projections.replay import DurationError
+from server.replay import replay, replay_steps
+from tests.support.workload import mixed_events
+
+CONFIG = ProjectionConfig()
+
+
+def write(data_dir: Path, events: list[Event], batch: int = 500) -> list[int]:
+    offsets: list[int] = []
+    with BusWriter(data_dir, BusConfig(durability="never")) as writer:
+        for i in range(0, len(events), batch):
+            offsets += writer.append(events[i : i + batch])
+    return offsets
+
+
+def folded(events: list[Event], offset: int) -> Projection:
+    projection = Projection(CONFIG)
+    projection.fold_events(events)
+    projection.offset = offset
+    return projection
+
+
+def same(a: Projection, b: Projection) -> None:
+    assert render_prometheus(a.families()) == render_prometheus(b.families())
+    assert render_json(a.families(), loops=a.loops()) == render_json(b.families(), loops=b.loops())
+
+
+@pytest.fixture
+def log(data_dir: Path) -> tuple[list[Event], list[int], int]:
+    events = list(mixed_events(4_000, seed=9))
+    offsets = write(data_dir, events)
+    end = (data_dir / "bus" / "00000000000000000000.jsonl").stat().st_size
+    return events, offsets, end
+
+
+def test_a_replay_equals_folding_the_events(
+    data_dir: Path, log: tuple[list[Event], list[int], int]
+) -> None:
+    events, _, end = log
+    same(replay(data_dir, config=CONFIG), folded(events, end))
+
+
+def test_replay_of_an_empty_log(data_dir: Path) -> None:
+    same(replay(data_dir, config=CONFIG), Projection(CONFIG))
+
+
+@pytest.mark.parametrize("index", [0, 1, 1234, 3999])
+def test_until_offset_keeps_the_events_starting_before_it(
+    data_dir: Path, log: tuple[list[Event], list[int], int], index: int
+) -> None:
+    events, offsets, _ = log
+    for until in (offsets[index], offsets[index] + 1):
+        kept = [ev for ev, off in zip(events, offsets, strict=True) if off < until]
+        projection = replay(data_dir, config=CONFIG, until_offset=until)
+        next_start = offsets[len(kept)] if len(kept) < len(offsets) else projection.offset
+        same(projection, folded(kept, next_start))
+
+
+def test_until_ts_filters_every_event_even_out_of_order(data_dir: Path) -> None:
+    events: list[Event] = [
+        ApiRequest(ts=10.0, method="GET", status=200),
+        ApiRequest(ts=30.0, method="GET", status=500),
+        ApiRequest(ts=20.0, method="PUT", status=200),  # behind the clock, still before T
+        BusMessage(ts=40.0, project="p", msg_type="x"),
+        ApiRequest(ts=15.0, method="GET", status=201),
+    ]
+    write(data_dir, events, batch=2)
+    projection = replay(data_dir, config=CONFIG, until_ts=20.0)
+    kept = [ev for ev in events if ev.ts is not None and ev.ts <= 20.0]
+    same(projection, folded(kept, projection.offset))
+    assert projection.clock.now == 20.0
+
+
+def test_progress_reports_bytes_up_to_the_total(
+    data_dir: Path, log: tuple[list[Event], list[int], int]
+) -> None:
+    _, offsets, end = log
+    seen: list[tuple[int, int]] = []
+    replay(data_dir, config=CONFIG, progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1] == (end, end)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    seen.clear()
+    replay(
+        data_dir,
+        config=CONFIG,
+        until_offset=offsets[100],
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert seen[-1] == (offsets[100], offsets[100])
+
+
+# -- stepped history -----------------------------------------------------------------
+
+
+def samples(text: str, name: str) -> list[tuple[float, float]]:
+    """(timestamp, value) of every sample line of an unlabelled series."""
+    out = []
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{name} (\S+) (\S+)", line)
+        if match:
+            out.append((float(match.group(2)), float(match.group(1))))
+    return out
+
+
+def test_steps_hold_the_state_at_each_boundary(
+    data_dir: Path, log: tuple[list[Event], list[int], int]
+) -> None:
+    events, _, _ = log
+    text = replay_steps(data_dir, config=CONFIG, step_s=5.0).decode()
+    assert text.endswith("# EOF\n")
+    points = samples(text, "conductor_messagebus_appends_total")
+    t0 = events[0].ts
+    last = events[-1].ts
+    assert t0 is not None and last is not None
+    stamps = [ts for ts, _ in points]
+    assert stamps[0] == pytest.approx(t0)
+    assert len(stamps) == math.ceil((last - t0) / 5.0) + 1
+    assert stamps[-1] >= last
+    for ts, value in points:  # the workload's ts ascend, so state at T = events with ts <= T
+        want = sum(1 for ev in events if isinstance(ev, BusMessage) and ev.ts <= ts + 1e-9)  # type: ignore[operator]
+        assert value == want, ts
+
+
+def test_steps_of_an_empty_log(data_dir: Path) -> None:
+    assert replay_steps(data_dir, config=CONFIG, step_s=60) == b"# EOF\n"
+
+
+def test_steps_must_be_positive(data_dir: Path) -> None:
+    with pytest.raises(DurationError):
+        replay_steps(data_dir, config=CONFIG, step_s=0)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_imports_the_steps(
+    data_dir: Path, log: tuple[list[Event], list[int], int], tmp_path: Path
+) -> None:
+    text = replay_steps(data_dir, config=CONFIG, step_s=2.0, until_offset=log[1][2000])
+    source = tmp_path / "steps.om"
+    source.write_bytes(text)
+    result = subprocess.run(
+        [
+            "promtool",
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            str(source),
+            str(tmp_path / "db"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert any((tmp_path / "db").iterdir())
