@@ -372,7 +372,6 @@ class SseEvent:
     data: str = ""
     retry: int | None = None
     comments: list[str] = field(default_factory=list)
-    received_at: float = 0.0  # time.monotonic() when its last byte arrived
 
     def json(self) -> Any:
         return json.loads(self.data)
@@ -470,7 +469,7 @@ class SseClient:
 
 
 def _parse_block(block: str) -> SseEvent:
-    event = SseEvent(received_at=time.monotonic())
+    event = SseEvent()
     data: list[str] = []
     for line in block.split("\n"):
         if line.startswith(":"):

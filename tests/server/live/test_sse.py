@@ -77,14 +77,13 @@ def test_snapshot_then_only_changed_series(data_dir: Path) -> None:
             ) in before
             assert subscribers(server) == 1
 
-            time.sleep(0.3)  # past the interval, so the update is not held back by it
-            appended = time.monotonic()
             reply = server.post_events([finished("r3")])
-            update = client.next_frame(timeout=5)
-            assert update.received_at - appended <= 0.5
+            newest = server.wait_folded(reply["last_offset"] + 1)["folded_offset"]
+            # The next frame is the update for the append: it carries the offset after it.
+            update = client.next_frame(timeout=30)
             assert update.event == "update"
-            assert update.id is not None
-            assert int(update.id) == update.json()["offset"] > reply["last_offset"]
+            assert update.id == str(newest)
+            assert update.json()["offset"] == newest > reply["last_offset"] >= folded
             changed = by_key(update)
             names = {name for name, _ in changed}
             assert "conductor_completed_runs_total" in names
@@ -229,10 +228,11 @@ def test_a_stalled_subscriber_costs_bounded_memory(data_dir: Path) -> None:
                 assert time.monotonic() < deadline, "the fold never reached the end"
                 time.sleep(0.05)
 
-            # The healthy subscriber kept up: it sees a change made after the fold at once.
+            # The healthy subscriber kept up: it sees a change made after the fold while the
+            # stalled one is still connected (the guard is shorter than the 60 s stall timeout).
             reply = server.post_events([finished("after")])
             newest = str(server.wait_folded(reply["last_offset"] + 1)["folded_offset"])
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 30
             while not drain.frames or drain.frames[-1].id != newest:
                 assert drain.error is None, drain.error
                 assert time.monotonic() < deadline, drain.frames[-1:]
@@ -308,7 +308,7 @@ def test_a_stalled_subscriber_is_dropped_while_a_healthy_one_keeps_receiving(
             # And it still is: a change made after the drop reaches it.
             reply = server.post_events([tick(round_ + 1)])
             newest = str(server.wait_folded(reply["last_offset"] + 1)["folded_offset"])
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 30
             while not drain.frames or drain.frames[-1].id != newest:
                 assert drain.error is None, drain.error
                 assert time.monotonic() < deadline, drain.frames[-1:]
