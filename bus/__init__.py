@@ -1,9 +1,11 @@
-"""The durable log: event schema, segmented append-only JSONL files, writers and readers."""
+"""The durable log: event schema, segmented append-only JSONL files, writers, readers, scans."""
 
 from bus.errors import BusError as BusError
+from bus.errors import BusFull as BusFull
 from bus.errors import CorruptLine as CorruptLine
 from bus.errors import EventError as EventError
 from bus.errors import InvalidEvents as InvalidEvents
+from bus.errors import OffsetError as OffsetError
 from bus.errors import TallyError as TallyError
 from bus.events import EVENT_TYPES as EVENT_TYPES
 from bus.events import Event as Event
@@ -17,6 +19,8 @@ from bus.quarantine import QuarantineEntry as QuarantineEntry
 from bus.reader import Batch as Batch
 from bus.reader import BusReader as BusReader
 from bus.reader import ReadStats as ReadStats
+from bus.scan import LogReport as LogReport
+from bus.scan import scan_log as scan_log
 from bus.segments import Segment as Segment
 from bus.segments import bus_dir as bus_dir
 from bus.segments import list_segments as list_segments

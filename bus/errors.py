@@ -1,20 +1,80 @@
 """Errors of the whole project: one base, a few subclasses that carry data.
 
-They are translated into exit codes and HTTP statuses at one boundary each
-(``server/cli.py`` and ``server/app.py``), nowhere else.
+Rule: each error carries its own translation, ``exit_code`` (2 bad input or
+usage, 1 a runtime failure) and ``http_status``, and is translated at one
+boundary each: ``server/cli.py``'s ``main`` and ``server/app.py``'s ``App``.
+Nothing in between catches an error to guess what it means.
+
+The tree, with each class's module, exit code and HTTP status (``tests/bus/test_errors.py``
+checks it against the classes)::
+
+    * TallyError (bus.errors)                               exit 1, HTTP 500
+      * BusError (bus.errors)                               exit 1, HTTP 503
+        * BusFull (bus.errors)                              exit 1, HTTP 507
+        * OffsetError (bus.errors)                          exit 2, HTTP 400
+      * CorruptLine (bus.errors)                            exit 1, HTTP 500
+      * EventError (bus.errors)                             exit 2, HTTP 400
+      * InvalidEvents (bus.errors)                          exit 2, HTTP 400
+      * MetricNameError (projections.metrics.families)      exit 2, HTTP 400
+      * DurationError (projections.replay)                  exit 2, HTTP 400
+      * SnapshotError (projections.snapshot)                exit 1, HTTP 500
+      * ConfigError (server.config)                         exit 2, HTTP 500
+      * UsageError (server.cli)                             exit 2, HTTP 500
+      * ServeError (server.service)                         exit 2, HTTP 500
+      * ListenError (server.http.server)                    exit 1, HTTP 500
+      * PositionsError (server.conductor.positions)         exit 1, HTTP 500
+      * BridgeBusy (server.conductor.positions)             exit 1, HTTP 409
+
+An HTTP status of 500 on an error that is bad input on the command line (a bad
+``tally.toml``) says that, seen from an HTTP client, it is the server's fault.
+``MetricNameError`` and ``DurationError`` are also ``ValueError``s.
 """
 
 from __future__ import annotations
 
-__all__ = ["BusError", "CorruptLine", "EventError", "InvalidEvents", "TallyError"]
+from typing import ClassVar
+
+__all__ = [
+    "BusError",
+    "BusFull",
+    "CorruptLine",
+    "EventError",
+    "InvalidEvents",
+    "OffsetError",
+    "TallyError",
+]
 
 
 class TallyError(Exception):
-    """Raised for any failure tally itself detects; the base of the others."""
+    """Raised when tally itself detects a failure, as the base of every other tally error."""
+
+    #: The command line's exit status: 2 for bad input or usage, 1 for a runtime failure.
+    exit_code: ClassVar[int] = 1
+    #: The HTTP status of a response to a request that raised it.
+    http_status: ClassVar[int] = 500
+
+    def as_dict(self) -> dict[str, object]:
+        """The error as a JSON object (the body of an HTTP error response)."""
+        return {"error": str(self)}
 
 
 class BusError(TallyError):
-    """Raised when the log on disk cannot be opened, locked or appended to."""
+    """Raised when the log cannot be opened, locked, read or appended to."""
+
+    http_status = 503
+
+
+class BusFull(BusError):
+    """Raised when an append finds no space left on the device or in the quota."""
+
+    http_status = 507
+
+
+class OffsetError(BusError):
+    """Raised when a read is asked to start at a position that is not a line start of the log."""
+
+    exit_code = 2
+    http_status = 400
 
 
 class CorruptLine(TallyError):
@@ -27,7 +87,10 @@ class CorruptLine(TallyError):
 
 
 class EventError(TallyError):
-    """Raised when one submitted event is not valid: names its line and field."""
+    """Raised when one submitted event is not valid, naming its line and field."""
+
+    exit_code = 2
+    http_status = 400
 
     def __init__(self, line: int, reason: str, field: str | None = None) -> None:
         where = f"line {line}" + (f", field {field!r}" if field else "")
@@ -36,10 +99,22 @@ class EventError(TallyError):
         self.field = field
         self.reason = reason
 
+    def as_dict(self) -> dict[str, object]:
+        return {"line": self.line, "field": self.field, "error": self.reason}
+
 
 class InvalidEvents(TallyError):
-    """Raised when a batch of submitted events has errors; nothing was appended."""
+    """Raised when a batch of submitted events has errors, so that nothing was appended."""
+
+    exit_code = 2
+    http_status = 400
 
     def __init__(self, errors: list[EventError]) -> None:
-        super().__init__("; ".join(str(e) for e in errors))
+        super().__init__("\n".join([*(str(e) for e in errors), "nothing was appended"]))
         self.errors = errors
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "error": "invalid events; nothing appended",
+            "errors": [e.as_dict() for e in self.errors],
+        }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -47,15 +48,19 @@ NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-# Names are checked in ``MetricUpdate.__post_init__`` against a cache of names already
-# seen (a regex per name and label key made ``metric`` lines 3x dearer to decode);
-# the schema still states the patterns.
+# Names are checked in ``MetricUpdate.__post_init__`` against caches of names that
+# passed before (a regex per name and label key made ``metric`` lines 3x dearer to
+# decode); the schema still states the patterns. One cache per pattern: a valid
+# metric name (``a:b``) is not always a valid label name, and the answer must never
+# depend on what was decoded earlier.
 MetricName = Annotated[str, msgspec.Meta(extra_json_schema={"pattern": METRIC_NAME_PATTERN})]
 LabelName = Annotated[str, msgspec.Meta(extra_json_schema={"pattern": LABEL_NAME_PATTERN})]
 _METRIC_NAME: Final = re.compile(METRIC_NAME_PATTERN)
 _LABEL_NAME: Final = re.compile(LABEL_NAME_PATTERN)
-#: Metric names and label names that passed their pattern (bounded: cleared when full).
-_VALID_NAMES: Final[set[str]] = set()
+#: Names that matched ``METRIC_NAME_PATTERN`` (bounded: cleared when full).
+_VALID_METRIC_NAMES: Final[set[str]] = set()
+#: Names that matched ``LABEL_NAME_PATTERN`` (bounded: cleared when full).
+_VALID_LABEL_NAMES: Final[set[str]] = set()
 _VALID_NAMES_MAX: Final = 100_000
 HttpStatus = Annotated[int, msgspec.Meta(ge=100, le=599)]
 
@@ -192,8 +197,7 @@ class MetricUpdate(EventBase, frozen=True, tag="metric"):
     op: Literal["inc", "set", "dec"] | None = None
 
     def __post_init__(self) -> None:
-        valid = _VALID_NAMES
-        if self.name not in valid or not valid.issuperset(self.labels):
+        if self.name not in _VALID_METRIC_NAMES or not _VALID_LABEL_NAMES.issuperset(self.labels):
             _check_names(self.name, self.labels)
         if self.kind == "counter":
             if self.op not in (None, "inc"):
@@ -216,10 +220,15 @@ def _check_names(name: str, labels: dict[str, str]) -> None:
                 f"invalid label name {key!r}: must match {LABEL_NAME_PATTERN!r} "
                 "- at `key` in `$.labels`"
             )
-    if len(_VALID_NAMES) + len(labels) + 1 > _VALID_NAMES_MAX:
-        _VALID_NAMES.clear()
-    _VALID_NAMES.add(name)
-    _VALID_NAMES.update(labels)
+    _remember(_VALID_METRIC_NAMES, (name,))
+    _remember(_VALID_LABEL_NAMES, labels)
+
+
+def _remember(cache: set[str], names: Iterable[str]) -> None:
+    """Add ``names`` (all valid) to ``cache``, emptying it first if it would grow too large."""
+    if len(cache) >= _VALID_NAMES_MAX:
+        cache.clear()
+    cache.update(names)
 
 
 class MetricsReset(EventBase, frozen=True, tag="metrics_reset"):

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Final
 
 import msgspec
 
-from bus.errors import BusError
+from bus.errors import OffsetError
 from bus.events import EVENT_TYPES, Event
 from bus.quarantine import MAX_RAW_BYTES, Quarantine
 from bus.segments import Segment, bus_dir, list_segments
@@ -187,15 +187,19 @@ class BusReader:
         """Batches from ``offset`` to the end of the log, or of the lines starting before ``until``.
 
         ``offset`` must be a line start (0, a batch's ``end``, an event's
-        offset); anything else raises ``BusError``. Segments rotated in while
-        reading are followed; a partial line at the very end is left for later.
+        offset); anything else raises ``OffsetError`` here, before any batch.
+        Segments rotated in while reading are followed; a partial line at the
+        very end is left for later.
         """
-        if until is not None and until <= offset:
-            return
         segments = list_segments(self._bus)
         index = _locate(segments, offset)
-        if index is None:
-            return
+        if index is None or (until is not None and until <= offset):
+            return iter(())
+        return self._read(segments, index, offset, until)
+
+    def _read(
+        self, segments: list[Segment], index: int, offset: int, until: int | None
+    ) -> Iterator[Batch]:
         pos = offset
         while True:
             final = index + 1 < len(segments)
@@ -372,14 +376,14 @@ def _reason(exc: Exception) -> str:
 def _locate(segments: list[Segment], offset: int) -> int | None:
     """Index of the segment holding ``offset``; ``None`` for an empty log at 0."""
     if offset < 0:
-        raise BusError(f"offset {offset} is negative")
+        raise OffsetError(f"offset {offset} is negative")
     if not segments:
         if offset == 0:
             return None
-        raise BusError(f"offset {offset} is beyond the end of the log (0)")
+        raise OffsetError(f"offset {offset} is beyond the end of the log (0)")
     index = bisect.bisect_right([seg.base for seg in segments], offset) - 1
     if index < 0:
-        raise BusError(f"offset {offset} is before the first segment ({segments[0].base})")
+        raise OffsetError(f"offset {offset} is before the first segment ({segments[0].base})")
     seg = segments[index]
     local = offset - seg.base
     if local == 0:
@@ -390,9 +394,9 @@ def _locate(segments: list[Segment], offset: int) -> int | None:
     except FileNotFoundError:
         before = b""
     if not before:
-        raise BusError(f"offset {offset} is beyond the end of the log ({seg.end})")
+        raise OffsetError(f"offset {offset} is beyond the end of the log ({seg.end})")
     if before != b"\n":
-        raise BusError(f"offset {offset} is not the start of a line")
+        raise OffsetError(f"offset {offset} is not the start of a line")
     return index
 
 

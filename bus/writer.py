@@ -22,6 +22,7 @@ of a burst do not wait for the next append.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -35,7 +36,7 @@ from typing import Annotated, Final, Literal, Self
 
 import msgspec
 
-from bus.errors import BusError
+from bus.errors import BusError, BusFull
 from bus.events import Event, encode_events, stamp
 from bus.segments import bus_dir, list_segments, lock_path, segment_name
 
@@ -47,7 +48,7 @@ _MIB: Final = 1 << 20
 _SEGMENT_FLAGS: Final = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 
-class BusConfig(msgspec.Struct, frozen=True, kw_only=True):
+class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The ``[bus]`` table of ``tally.toml``."""
 
     segment_bytes: Annotated[int, msgspec.Meta(gt=0)] = 256 * _MIB
@@ -77,6 +78,12 @@ def line_offsets(data: bytes, start: int) -> list[int]:
     return _offsets(_line_lengths(data), start)
 
 
+def _bus_error(message: str, exc: OSError) -> BusError:
+    """``BusFull`` when the device or quota is full, else ``BusError``: ``message: exc``."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return (BusFull if full else BusError)(f"{message}: {exc}")
+
+
 def _write_all(fd: int, data: bytes) -> None:
     written = os.write(fd, data)
     if written < len(data):  # rare for regular files; loop on what is left
@@ -99,14 +106,14 @@ class BusWriter:
             self._bus.mkdir(parents=True, exist_ok=True)
             self._dir_fd = os.open(self._bus, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise BusError(f"cannot open the log in {self._bus}: {exc}") from exc
+            raise _bus_error(f"cannot open the log in {self._bus}", exc) from exc
         try:
             self._lock_fd: int | None = os.open(
                 lock_path(self._bus), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
             )
         except OSError as exc:
             os.close(self._dir_fd)
-            raise BusError(f"cannot open the append lock in {self._bus}: {exc}") from exc
+            raise _bus_error(f"cannot open the append lock in {self._bus}", exc) from exc
         self._thread_lock = threading.Lock()
         self._fd: int | None = None  # the active segment, as last seen
         self._base = 0
@@ -162,7 +169,7 @@ class BusWriter:
             self._dirty = True
             return start
         except OSError as exc:
-            raise BusError(f"cannot append to the log in {self._bus}: {exc}") from exc
+            raise _bus_error(f"cannot append to the log in {self._bus}", exc) from exc
         finally:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
@@ -229,7 +236,7 @@ class BusWriter:
             try:
                 os.fdatasync(self._fd)
             except OSError as exc:
-                raise BusError(f"cannot sync the log in {self._bus}: {exc}") from exc
+                raise _bus_error(f"cannot sync the log in {self._bus}", exc) from exc
             self._dirty = False
         self._last_sync = time.monotonic()
 

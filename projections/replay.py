@@ -25,7 +25,10 @@ _DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w)?")
 
 
 class DurationError(TallyError, ValueError):
-    """Raised when a duration like ``30s`` or ``1.5h`` cannot be parsed."""
+    """Raised when a duration like ``30s`` cannot be parsed, or a step is not positive."""
+
+    exit_code = 2
+    http_status = 400
 
 
 def parse_duration(text: str) -> float:

@@ -1,4 +1,4 @@
-"""Routes of the tally HTTP API; the one place errors become HTTP statuses.
+"""Routes of the tally HTTP API; the one place errors become HTTP statuses (``App.__call__``).
 
 Reads render the worker's in-memory state; writes validate everything, then
 go through the group committer. This process's own gauges and request counts
@@ -12,13 +12,14 @@ import logging
 import time
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 
-from bus.errors import InvalidEvents
+from bus.errors import TallyError
 from bus.events import MetricsReset
 from bus.validate import events_from_body
+from projections import catalogue as cat
 from projections.exposition.formats import FORMATS, Format, content_type, render
 from projections.exposition.negotiate import negotiate
 from projections.metrics.families import CounterFamily, GaugeFamily
@@ -33,7 +34,13 @@ __all__ = ["App", "tally_version"]
 
 log = logging.getLogger("tally.app")
 
-API_REQUESTS: Final = "conductor_api_requests_total"
+
+def _reading(spec: cat.FamilySpec, value: float) -> AnyFamily:
+    """The unlabelled family ``spec`` holding ``value``."""
+    family = cat.build_family(spec)
+    assert isinstance(family, CounterFamily | GaugeFamily)
+    family.values[()] = value
+    return family
 
 
 def tally_version() -> str:
@@ -77,7 +84,13 @@ class App:
         self.router = router
 
     async def __call__(self, request: Request) -> Response:
-        return await self.router(request)
+        """Route ``request``; a ``TallyError`` becomes its own ``http_status`` and JSON body."""
+        try:
+            return await self.router(request)
+        except TallyError as exc:
+            if exc.http_status >= 500:
+                log.error("%s %s failed: %s", request.method, request.path, exc)
+            return Response.json(exc.http_status, exc.as_dict())
 
     def count_response(self, method: str, status: int) -> None:
         """Every response this server sends, for conductor_api_requests_total."""
@@ -111,47 +124,26 @@ class App:
     # -- rendering -------------------------------------------------------------
 
     def overlay(self) -> list[AnyFamily]:
-        """This process's own families, merged over the projection's at render."""
-        uptime = GaugeFamily("conductor_uptime_seconds", "Seconds since this tally server started.")
-        uptime.set((), time.monotonic() - self.started)
-        end = GaugeFamily("tally_end_offset_bytes", "Byte offset of the end of the bus.")
-        end.set((), float(self.worker.reader.end_offset()))
-        checkpoint = GaugeFamily(
-            "tally_checkpoint_offset_bytes", "Bus offset of the newest checkpoint (-1: none yet)."
-        )
+        """This process's own families (``catalogue.SERVER``), merged over the projection's."""
         last = self.worker.last_checkpoint
-        checkpoint.set((), float(last.offset) if last else -1.0)
-        subscribers = GaugeFamily("tally_sse_subscribers", "Connected SSE subscribers.")
-        subscribers.set((), float(len(self.hub.subscribers)))
-        conflated = CounterFamily(
-            "tally_sse_conflated_updates_total",
-            "Series updates replaced by a newer value before a slow subscriber received them.",
-        )
-        conflated.inc((), float(self.hub.conflated_total))
-        resyncs = CounterFamily(
-            "tally_sse_resyncs_total",
-            "Subscribers whose pending buffer overflowed and were resent a snapshot.",
-        )
-        resyncs.inc((), float(self.hub.resyncs_total))
-        frames = CounterFamily("tally_sse_frames_total", "SSE frames sent to subscribers.")
-        frames.inc((), float(self.hub.frames_total))
-        return [uptime, end, checkpoint, subscribers, conflated, resyncs, frames]
+        readings = {
+            cat.UPTIME: time.monotonic() - self.started,
+            cat.END_OFFSET: float(self.worker.reader.end_offset()),
+            cat.CHECKPOINT_OFFSET: float(last.offset) if last else -1.0,
+            cat.SSE_SUBSCRIBERS: float(len(self.hub.subscribers)),
+            cat.SSE_FRAMES: float(self.hub.frames_total),
+            cat.SSE_CONFLATED: float(self.hub.conflated_total),
+            cat.SSE_RESYNCS: float(self.hub.resyncs_total),
+        }
+        return [_reading(spec, readings[spec.name]) for spec in cat.SERVER]
 
     def families(self) -> list[AnyFamily]:
-        merged: dict[str, AnyFamily] = {f.name: f for f in self.worker.projection.families()}
+        """The projection's families with this server's own requests counted in, and the
+        overlay; sorted by name."""
+        folded = self.worker.projection.families(api_requests=self.requests)
+        merged: dict[str, AnyFamily] = {f.name: f for f in folded}
         for family in self.overlay():
             merged[family.name] = family
-        folded = merged.get(API_REQUESTS)
-        api = CounterFamily(
-            API_REQUESTS,
-            folded.help if folded else "API requests by method and status.",
-            ("method", "status"),
-        )
-        if isinstance(folded, CounterFamily):
-            api.values.update(folded.values)
-        for labels, n in self.requests.items():
-            api.values[labels] = api.values.get(labels, 0.0) + n
-        merged[API_REQUESTS] = api
         return [merged[name] for name in sorted(merged)]
 
     def render(self, fmt: Format) -> bytes:
@@ -210,15 +202,8 @@ class App:
 
     async def post_events(self, request: Request) -> Response:
         ctype = (request.header("content-type") or "").split(";")[0].strip().lower()
-        try:
-            events = events_from_body(
-                request.body, jsonl=ctype in ("application/x-ndjson", "application/jsonl")
-            )
-        except InvalidEvents as exc:
-            errors = [{"line": e.line, "field": e.field, "error": e.reason} for e in exc.errors]
-            return Response.json(
-                400, {"error": "invalid events; nothing appended", "errors": errors}
-            )
+        jsonl = ctype in ("application/x-ndjson", "application/jsonl")
+        events = events_from_body(request.body, jsonl=jsonl)  # InvalidEvents: 400, see __call__
         offsets = await self.committer.submit(events)
         return Response.json(
             200, {"appended": len(offsets), "first_offset": offsets[0], "last_offset": offsets[-1]}

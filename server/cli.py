@@ -1,7 +1,9 @@
 """The `tally` command line: one `main`, the one place errors become exit codes.
 
-Exit codes: 0 success; 1 the log has corrupt lines (`check`) or a runtime
-failure; 2 bad input or usage (nothing was appended).
+Exit codes: 0 success; 1 a runtime failure, or corrupt lines in the log
+(`check`); 2 bad input or usage (nothing was appended). Every error is one or
+more stderr lines `tally COMMAND: what was wrong`, its exit code the error's own
+(``TallyError.exit_code``); argparse reports malformed arguments the same way.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from typing import Final
 
 import msgspec
 
-from bus.errors import InvalidEvents, TallyError
+from bus.errors import OffsetError, TallyError
 from bus.events import Event, event_json_schema
+from bus.quarantine import QUARANTINE_NAME
+from bus.reader import Batch, BusReader
+from bus.segments import bus_dir
 from bus.validate import events_from_body, events_from_jsonl, events_from_pairs
 from projections.exposition.formats import FORMATS
 from server.config import TallyConfig, load_config
@@ -31,15 +36,47 @@ _json: Final = msgspec.json.Encoder()
 
 
 class UsageError(TallyError):
-    """Raised when the command line itself is wrong (exit 2)."""
+    """Raised when a command's arguments are wrong or do not fit together."""
+
+    exit_code = 2
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir or os.environ.get("TALLY_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
+def _log_dir(args: argparse.Namespace) -> Path:
+    """The data directory of a command that only reads the log: it must exist."""
+    data_dir = _data_dir(args)
+    if not data_dir.is_dir():
+        raise UsageError(f"no data directory at {data_dir} (see --data-dir)")
+    return data_dir
+
+
 def _config(args: argparse.Namespace) -> TallyConfig:
     return load_config(_data_dir(args))
+
+
+def _offset(text: str) -> int:
+    """An argparse type: a byte offset of the log, ``0`` or more."""
+    try:
+        offset = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a byte offset") from None
+    if offset < 0:
+        raise argparse.ArgumentTypeError(f"{offset} is negative: offsets start at 0")
+    return offset
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number, 0 (pick a free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return port
 
 
 # -- emit -------------------------------------------------------------------
@@ -48,14 +85,14 @@ def _config(args: argparse.Namespace) -> TallyConfig:
 def _read_emit_input(args: argparse.Namespace) -> list[Event]:
     if args.json is not None:
         if args.type or args.pairs:
-            raise UsageError("emit: give either --json or TYPE key=value..., not both")
+            raise UsageError("give either --json or TYPE key=value..., not both")
         return events_from_body(args.json.encode())
     if args.type == "-":
         if args.pairs:
-            raise UsageError("emit: '-' reads JSONL from stdin and takes no key=value pairs")
+            raise UsageError("'-' reads JSONL from stdin and takes no key=value pairs")
         return events_from_jsonl(sys.stdin.buffer.read())
     if not args.type:
-        raise UsageError("emit: give TYPE key=value..., --json '{...}', or - for JSONL on stdin")
+        raise UsageError("give TYPE key=value..., --json '{...}', or - for JSONL on stdin")
     return [events_from_pairs(args.type, args.pairs)]
 
 
@@ -73,79 +110,40 @@ def cmd_emit(args: argparse.Namespace) -> int:
 # -- check ------------------------------------------------------------------
 
 
-class CheckReport(msgspec.Struct, kw_only=True):
-    data_dir: str
-    segments: int
-    bytes: int
-    events: int
-    events_by_type: dict[str, int]
-    corrupt_lines: int
-    unknown_events: int
-    unknown_types: dict[str, int]
-    torn_tail: bool
-    end_offset: int
-    quarantine: str
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    from bus.reader import BusReader
-    from bus.segments import bus_dir, list_segments
+    from bus.scan import scan_log
 
     data_dir = _data_dir(args)
     if not bus_dir(data_dir).is_dir():
-        raise UsageError(f"check: no bus at {bus_dir(data_dir)}")
-    reader = BusReader(data_dir)
-    by_type: dict[str, int] = {}
-    unknown_types: dict[str, int] = {}
-    events = corrupt = unknown = 0
-    for batch in reader.read_from(0):
-        events += len(batch.events)
-        corrupt += batch.corrupt
-        unknown += batch.unknown
-        for event in batch.events:
-            tag = type(event).__struct_config__.tag
-            by_type[str(tag)] = by_type.get(str(tag), 0) + 1
-        for tag, n in batch.unknown_types.items():
-            unknown_types[tag] = unknown_types.get(tag, 0) + n
-    segments = list_segments(bus_dir(data_dir))
-    report = CheckReport(
-        data_dir=str(data_dir),
-        segments=len(segments),
-        bytes=sum(seg.path.stat().st_size for seg in segments),
-        events=events,
-        events_by_type=dict(sorted(by_type.items())),
-        corrupt_lines=corrupt,
-        unknown_events=unknown,
-        unknown_types=dict(sorted(unknown_types.items())),
-        torn_tail=reader.torn_tail(),
-        end_offset=reader.end_offset(),
-        quarantine=str(data_dir / "quarantine.jsonl"),
-    )
+        raise UsageError(f"no bus at {bus_dir(data_dir)} (see --data-dir)")
+    report = scan_log(data_dir)
+    quarantine = str(data_dir / QUARANTINE_NAME)
     if args.json:
-        sys.stdout.write(_json.encode(report).decode() + "\n")
+        doc = {"data_dir": str(data_dir), **msgspec.to_builtins(report), "quarantine": quarantine}
+        sys.stdout.write(_json.encode(doc).decode() + "\n")
     else:
         lines = [
-            f"data dir        {report.data_dir}",
+            f"data dir        {data_dir}",
             f"segments        {report.segments}",
             f"bytes           {report.bytes}",
             f"events          {report.events}",
             *(f"  {tag:<22}{n}" for tag, n in report.events_by_type.items()),
             f"corrupt lines   {report.corrupt_lines}"
-            + (f" (see {report.quarantine})" if corrupt else ""),
+            + (f" (see {quarantine})" if report.corrupt_lines else ""),
             f"unknown events  {report.unknown_events}",
             *(f"  {tag:<22}{n}" for tag, n in report.unknown_types.items()),
             f"torn tail       {'yes' if report.torn_tail else 'no'}",
         ]
         sys.stdout.write("\n".join(lines) + "\n")
-    return 1 if corrupt else 0
+    return 1 if report.corrupt_lines else 0
 
 
 # -- tail -------------------------------------------------------------------
 
 
-def _tail_lines(batch: object) -> bytes:
+def _tail_lines(batch: Batch) -> bytes:
     out = bytearray()
-    for offset, event in batch:  # type: ignore[attr-defined]
+    for offset, event in batch:
         record = msgspec.to_builtins(event)
         out += _json.encode({"offset": offset, **record})
         out += b"\n"
@@ -153,13 +151,15 @@ def _tail_lines(batch: object) -> bytes:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from bus.reader import BusReader
-
-    data_dir = _data_dir(args)
+    data_dir = _log_dir(args)
     reader = BusReader(data_dir)
     offset = args.from_offset
+    try:
+        batches = reader.read_from(offset)
+    except OffsetError as exc:
+        raise UsageError(f"--from-offset: {exc}") from exc
     out = sys.stdout.buffer
-    for batch in reader.read_from(offset):
+    for batch in batches:
         out.write(_tail_lines(batch))
         offset = batch.end
     out.flush()
@@ -209,28 +209,46 @@ def _progress_printer() -> Callable[[int, int], None]:
     return progress
 
 
+def _until_offset(data_dir: Path, until: int | None) -> int | None:
+    """``--until-offset``: somewhere in the log, from its start to its end."""
+    if until is None:
+        return None
+    end = BusReader(data_dir, quarantine=False).end_offset()
+    if until > end:
+        raise UsageError(f"--until-offset {until} is beyond the end of the log ({end})")
+    return until
+
+
+def _step_seconds(text: str) -> float:
+    from projections.replay import DurationError, parse_duration
+
+    try:
+        step_s = parse_duration(text)
+    except DurationError as exc:
+        raise UsageError(f"--step: {exc}") from exc
+    if not step_s > 0:
+        raise UsageError(f"--step: {text!r} is not a positive duration")
+    return step_s
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from projections.exposition.formats import render
-    from projections.replay import parse_duration
     from server.replay import replay, replay_steps
 
-    data_dir = _data_dir(args)
+    data_dir = _log_dir(args)
     config = _config(args).projections
+    until_offset = _until_offset(data_dir, args.until_offset)
     until_ts = args.until_ts
     if until_ts is not None and not math.isfinite(until_ts):
-        raise UsageError("replay: --until-ts must be a finite Unix time")
+        raise UsageError("--until-ts must be a finite Unix time")
     if args.step is not None:
         if args.format not in (None, "openmetrics"):
-            raise UsageError("replay: --step writes OpenMetrics; drop --format or use openmetrics")
-        try:
-            step_s = parse_duration(args.step)
-        except ValueError as exc:
-            raise UsageError(f"replay: --step: {exc}") from None
+            raise UsageError("--step writes OpenMetrics; drop --format or use openmetrics")
         body = replay_steps(
             data_dir,
             config=config,
-            step_s=step_s,
-            until_offset=args.until_offset,
+            step_s=_step_seconds(args.step),
+            until_offset=until_offset,
             until_ts=until_ts,
         )
         sys.stdout.buffer.write(body)
@@ -242,7 +260,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     projection = replay(
         data_dir,
         config=config,
-        until_offset=args.until_offset,
+        until_offset=until_offset,
         until_ts=until_ts,
         progress=progress,
     )
@@ -255,12 +273,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # -- import -----------------------------------------------------------------
 
 
-def _conductor_root(command: str, path: str | None) -> Path | None:
+def _conductor_root(what: str, path: str | None) -> Path | None:
     if path is None:
         return None
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise UsageError(f"{command}: conductor-loop runs root {root} is not a directory")
+        raise UsageError(f"{what} {root} is not a directory")
     return root
 
 
@@ -270,7 +288,7 @@ def cmd_import_conductor(args: argparse.Namespace) -> int:
     from bus.writer import BusWriter
     from server.conductor.bridge import BlockReport, ConductorBridge
 
-    root = _conductor_root("import conductor", args.root)
+    root = _conductor_root("conductor-loop runs root", args.root)
     assert root is not None
     data_dir = _data_dir(args)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -302,9 +320,9 @@ def _read_token(path: str) -> str:
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise UsageError(f"serve: cannot read --token-file {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read --token-file {path}: {exc.strerror}") from None
     if not token:
-        raise UsageError(f"serve: --token-file {path} is empty")
+        raise UsageError(f"--token-file {path} is empty")
     return token
 
 
@@ -315,11 +333,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from server.service import ServeOptions, serve
 
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     config = _config(args)
     options = ServeOptions(
         data_dir=_data_dir(args),
@@ -329,10 +342,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         demo=args.demo,
         token=_read_token(args.token_file) if args.token_file else None,
         protect_reads=args.protect_reads,
-        conductor_root=_conductor_root("serve", args.conductor_root),
+        conductor_root=_conductor_root("--conductor-root", args.conductor_root),
     )
     if options.protect_reads and options.token is None:
-        raise UsageError("serve: --protect-reads needs --token-file")
+        raise UsageError("--protect-reads needs --token-file")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
     async def run() -> None:
         await serve(options)
@@ -366,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     emit.add_argument("type", nargs="?", help="event type, or - to read JSONL from stdin")
     emit.add_argument("pairs", nargs="*", metavar="key=value", help="event fields")
     emit.add_argument("--json", metavar="JSON", help="one JSON object or an array of them")
-    emit.set_defaults(func=cmd_emit)
+    emit.set_defaults(func=cmd_emit, parser=emit)
 
     check = sub.add_parser(
         "check",
@@ -374,20 +392,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="verify the log: counts, corrupt lines, torn tail (exit 1 if corrupt)",
     )
     check.add_argument("--json", action="store_true", help="print one JSON object")
-    check.set_defaults(func=cmd_check)
+    check.set_defaults(func=cmd_check, parser=check)
 
     tail = sub.add_parser("tail", parents=[common], help="print events as JSONL with offsets")
-    tail.add_argument("--from-offset", type=int, default=0, metavar="N")
+    tail.add_argument("--from-offset", type=_offset, default=0, metavar="N")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
-    tail.set_defaults(func=cmd_tail)
+    tail.set_defaults(func=cmd_tail, parser=tail)
 
     schema = sub.add_parser("schema", parents=[common], help="print the events' JSON Schema")
-    schema.set_defaults(func=cmd_schema)
+    schema.set_defaults(func=cmd_schema, parser=schema)
 
     replay = sub.add_parser(
         "replay", parents=[common], help="rebuild metrics from the log and print them"
     )
-    replay.add_argument("--until-offset", type=int, metavar="N", help="events starting before N")
+    replay.add_argument(
+        "--until-offset", type=_offset, metavar="N", help="events starting before N"
+    )
     replay.add_argument("--until-ts", type=float, metavar="T", help="events with ts <= T")
     replay.add_argument("--format", choices=tuple(FORMATS), help="default prometheus")
     replay.add_argument(
@@ -401,11 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(1, 2),
         help="processes to fold with (default 2 on a machine with 2 or more CPUs)",
     )
-    replay.set_defaults(func=cmd_replay)
+    replay.set_defaults(func=cmd_replay, parser=replay)
 
     srv = sub.add_parser("serve", parents=[common], help="run the HTTP server and live projection")
     srv.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    srv.add_argument("--port", type=int, help="port (default 9469; 0 picks a free one)")
+    srv.add_argument("--port", type=_port, help="port (default 9469; 0 picks a free one)")
     srv.add_argument("--demo", action="store_true", help="append a synthetic live workload")
     srv.add_argument(
         "--token-file", metavar="FILE", help="require 'Authorization: Bearer <token>' on POSTs"
@@ -419,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also import conductor-loop message buses under ROOT (e.g. ~/.run-agent/runs)",
     )
     srv.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    srv.set_defaults(func=cmd_serve)
+    srv.set_defaults(func=cmd_serve, parser=srv)
 
     imp = sub.add_parser("import", help="append events from another tool's files")
     imp_sub = imp.add_subparsers(dest="source", required=True, metavar="SOURCE")
@@ -435,28 +455,34 @@ def build_parser() -> argparse.ArgumentParser:
     conductor.add_argument(
         "--follow", "-f", action="store_true", help="keep importing new messages and files"
     )
-    conductor.set_defaults(func=cmd_import_conductor)
+    conductor.set_defaults(func=cmd_import_conductor, parser=conductor)
     return parser
+
+
+def _tally_error(exc: BaseException) -> TallyError | None:
+    """The ``TallyError`` behind ``exc``: itself, or the one a task group wrapped it in."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, TallyError) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    command: argparse.ArgumentParser = args.parser
+    if extra:  # reported by the command's own parser, so that the message names it
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code: int = args.func(args)
-    except InvalidEvents as exc:
-        for err in exc.errors:
-            sys.stderr.write(f"tally {args.command}: {err}\n")
-        sys.stderr.write(f"tally {args.command}: nothing was appended\n")
-        return 2
-    except UsageError as exc:
-        sys.stderr.write(f"tally: {exc}\n")
-        return 2
-    except TallyError as exc:
-        sys.stderr.write(f"tally {args.command}: {exc}\n")
-        return 1
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        error = _tally_error(exc)
+        if error is None:
+            raise
+        for line in str(error).splitlines() or [type(error).__name__]:
+            sys.stderr.write(f"{command.prog}: {line}\n")
+        return error.exit_code
     return code

@@ -1,10 +1,13 @@
 """Configuration: defaults, overridden by `<data-dir>/tally.toml`, then by flags.
 
 Read once in `main`; nothing reads the environment or files at import time.
+Every table (and the top level) refuses unknown keys: errors name the file,
+the table and the key.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -18,12 +21,19 @@ __all__ = ["CONFIG_FILE", "ConfigError", "ServerConfig", "TallyConfig", "load_co
 
 CONFIG_FILE: Final = "tally.toml"
 
+_UNKNOWN: Final = re.compile(
+    r"^Object contains unknown field `(?P<key>[^`]*)`(?: - at `\$\.(?P<table>[^`]*)`)?$"
+)
+_AT: Final = re.compile(r"^(?P<message>.*) - at `\$\.(?P<table>[^.`\[]+)\.?(?P<key>[^`]*)`$")
+
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 
 
 class ConfigError(TallyError):
     """Raised when tally.toml cannot be read or does not match the schema."""
+
+    exit_code = 2
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -55,5 +65,18 @@ def load_config(data_dir: Path) -> TallyConfig:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     try:
         return msgspec.toml.decode(raw, type=TallyConfig)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(str(exc))}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _describe(message: str) -> str:
+    """A schema error in TOML's words: ``[table] key: what is wrong``."""
+    if unknown := _UNKNOWN.match(message):
+        table = f"[{unknown['table']}]" if unknown["table"] else "the top level"
+        return f"unknown key {unknown['key']!r} in {table}"
+    if at := _AT.match(message):
+        key = f" {at['key']}" if at["key"] else ""
+        return f"[{at['table']}]{key}: {at['message']}"
+    return message

@@ -40,7 +40,9 @@ HUB_POLL_S = 0.005  # how often the hub looks for a newly folded offset
 
 
 class ServeError(TallyError):
-    """Raised when the server refuses to start (unsafe bind, unreadable token)."""
+    """Raised when the server refuses to start as asked (a non-loopback address without a token)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

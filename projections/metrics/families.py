@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Final, Literal
 
+from bus.errors import TallyError
+
 __all__ = [
     "OVERFLOW",
     "CounterFamily",
@@ -43,8 +45,11 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _RESERVED_LABELS: Final = frozenset({"le", "quantile"})
 
 
-class MetricNameError(ValueError):
+class MetricNameError(TallyError, ValueError):
     """Raised when a metric name, label name or bucket layout is not valid."""
+
+    exit_code = 2
+    http_status = 400
 
 
 def validate_metric_name(name: str) -> str:

@@ -58,6 +58,8 @@ class PositionsError(TallyError):
 class BridgeBusy(TallyError):
     """Raised when another process already imports conductor-loop files into this data dir."""
 
+    http_status = 409
+
 
 class FileState(msgspec.Struct, kw_only=True):
     """Where the bridge is in one file, and how it knows the file again."""

@@ -12,3 +12,4 @@ from server.http.routing import Response as Response
 from server.http.routing import Router as Router
 from server.http.routing import gzip_if_accepted as gzip_if_accepted
 from server.http.server import HttpServer as HttpServer
+from server.http.server import ListenError as ListenError

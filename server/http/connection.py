@@ -22,7 +22,7 @@ from server.http.routing import Handler, Request, Response
 
 __all__ = ["HttpConnection", "HttpLimits"]
 
-logger = logging.getLogger("server.http.server")  # one logger for the whole HTTP layer
+logger = logging.getLogger("tally.http")  # one logger for the whole HTTP layer
 
 _READ_BYTES: Final = 64 * 1024
 _WRITE_SLICE: Final = 256 * 1024

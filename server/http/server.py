@@ -11,12 +11,17 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
+from bus.errors import TallyError
 from server.http.connection import HttpConnection, HttpLimits
 from server.http.routing import Handler
 
-__all__ = ["HttpServer"]
+__all__ = ["HttpServer", "ListenError"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("tally.http")
+
+
+class ListenError(TallyError):
+    """Raised when the server cannot listen on its address and port (taken, not permitted)."""
 
 
 class HttpServer:
@@ -62,6 +67,10 @@ class HttpServer:
             listener = await anyio.create_tcp_listener(
                 local_host=self._host or None, local_port=self._requested_port
             )
+        except OSError as exc:
+            closed.set()
+            where = f"{self._host}:{self._requested_port}"
+            raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
         except BaseException:
             closed.set()
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -11,6 +12,8 @@ from hypothesis import strategies as st
 
 from bus.events import (
     EVENT_TYPES,
+    LABEL_NAME_PATTERN,
+    METRIC_NAME_PATTERN,
     Event,
     EventBase,
     LoopStarted,
@@ -154,3 +157,43 @@ def test_metric_names_are_checked_every_time(line: bytes, where: str) -> None:
         b'{"type":"metric","name":"x:y_z","kind":"gauge","value":1,"labels":{"_a":"v"}}'
     )
     assert isinstance(valid, MetricUpdate) and valid.labels == {"_a": "v"}
+
+
+def _metric_line(name: str, labels: dict[str, str]) -> bytes:
+    event = {"type": "metric", "name": name, "kind": "gauge", "value": 1, "labels": labels}
+    return msgspec.json.encode(event)
+
+
+def test_a_valid_metric_name_does_not_admit_the_same_label_name() -> None:
+    # `a:b` is a valid metric name and an invalid label name: once `a:b` and
+    # `ok_total` have been decoded as metric names, `a:b` must still fail as a label
+    first, second = _metric_line("a:b", {}), _metric_line("ok_total", {})
+    third = _metric_line("ok_total", {"a:b": "x"})
+    assert len(_lines.decode_lines(first + b"\n" + second + b"\n")) == 2
+    with pytest.raises(msgspec.ValidationError, match="invalid label name 'a:b'"):
+        decode_event(third)
+    with pytest.raises(msgspec.ValidationError, match="invalid label name 'a:b'"):
+        _lines.decode_lines(b"\n".join((first, second, third)))
+
+
+_NAME_CHARS = st.text(alphabet="ab_:9", min_size=1, max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_NAME_CHARS, st.lists(_NAME_CHARS, max_size=2)), max_size=8))
+def test_name_checks_do_not_depend_on_earlier_events(
+    events: list[tuple[str, list[str]]],
+) -> None:
+    """Each decode accepts exactly what the two patterns accept, whatever came before."""
+    for name, keys in events:
+        line = _metric_line(name, dict.fromkeys(keys, "v"))
+        expected = re.fullmatch(METRIC_NAME_PATTERN, name) is not None and all(
+            re.fullmatch(LABEL_NAME_PATTERN, key) for key in keys
+        )
+        try:
+            decode_event(line)
+        except msgspec.ValidationError:
+            accepted = False
+        else:
+            accepted = True
+        assert accepted == expected, (name, keys)

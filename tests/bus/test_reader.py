@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bus.errors import BusError
+from bus.errors import OffsetError
 from bus.events import Event, LoopStarted, encode_events
 from bus.quarantine import Quarantine
 from bus.reader import Batch, BusReader
@@ -166,11 +166,14 @@ def test_reading_resumes_from_a_checkpoint_or_an_event(data_dir: Path) -> None:
     assert list(reader.read_from(reader.end_offset())) == []
 
 
-@pytest.mark.parametrize("offset", [1, -1, 10**12])
-def test_bad_offsets_are_refused(data_dir: Path, offset: int) -> None:
+@pytest.mark.parametrize(
+    ("offset", "why"),
+    [(1, "is not the start of a line"), (-1, "is negative"), (10**12, "is beyond the end")],
+)
+def test_bad_offsets_are_refused_before_any_batch(data_dir: Path, offset: int, why: str) -> None:
     _write_segments(data_dir, GOOD + GOOD)
-    with pytest.raises(BusError):
-        list(BusReader(data_dir).read_from(offset))
+    with pytest.raises(OffsetError, match=f"offset {offset} {why}"):
+        BusReader(data_dir).read_from(offset)  # raised by the call, not by the first batch
 
 
 def test_empty_log(data_dir: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bus.errors import BusError
+from bus.errors import BusError, BusFull
 from bus.events import BusMessage, Event, LoopStarted, decode_event, encode_events
 from bus.reader import BusReader
 from bus.segments import bus_dir, list_segments, segment_name
@@ -198,3 +198,18 @@ def test_threads_share_one_writer(data_dir: Path) -> None:
             seen.setdefault(event.project, []).append(int(event.msg_id))
     assert seen == {f"t{i}": list(range(500)) for i in range(4)}
     assert reader.stats.corrupt == 0
+
+
+def test_a_full_disk_is_bus_full_and_nothing_is_acknowledged(data_dir: Path) -> None:
+    bus = bus_dir(data_dir)
+    bus.mkdir()
+    (bus / segment_name(0)).symlink_to("/dev/full")  # every write: ENOSPC
+    with BusWriter(data_dir) as writer, pytest.raises(BusFull, match="No space left") as caught:
+        writer.append([LoopStarted(loop_id="a")])
+    assert isinstance(caught.value, BusError)
+    assert (caught.value.exit_code, caught.value.http_status) == (1, 507)
+
+
+def test_unknown_config_keys_are_refused() -> None:
+    with pytest.raises(msgspec.ValidationError, match="unknown field `segmnt_bytes`"):
+        msgspec.convert({"segmnt_bytes": 5}, BusConfig)

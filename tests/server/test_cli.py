@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +111,23 @@ def test_bad_emit_exits_2_and_leaves_bus_identical(
     assert bus_bytes(data_dir) == before
 
 
+def test_emit_checks_label_names_apart_from_metric_names(data_dir: Path) -> None:
+    # `a:b` is a valid metric name but not a valid label name: the third line alone
+    # is rejected, so it must be rejected after the first two as well
+    lines = (
+        b'{"type":"metric","name":"a:b","kind":"gauge","value":1}\n'
+        b'{"type":"metric","name":"ok_total","kind":"counter","value":1}\n'
+        b'{"type":"metric","name":"ok_total","kind":"counter","value":1,"labels":{"a:b":"x"}}\n'
+    )
+    for stdin, line in ((lines.splitlines(keepends=True)[2], 1), (lines, 3)):
+        proc = tally(data_dir, "emit", "-", stdin=stdin)
+        assert proc.returncode == 2, proc.stderr
+        needle = b"tally emit: line %d, field 'labels': invalid label name 'a:b'" % line
+        assert needle in proc.stderr, proc.stderr
+        assert b"nothing was appended" in proc.stderr
+        assert bus_bytes(data_dir) == {}
+
+
 def _run_emitters(data_dir: Path, writers: int, batches: int, per_batch: int, torn: bool) -> None:
     """Each writer process runs one `tally emit -` process per batch of JSONL."""
     script = Path(__file__).parents[1] / "support" / "emitter.py"
@@ -165,16 +184,24 @@ def test_check_reports_torn_tail_and_exit_1_on_corrupt(data_dir: Path) -> None:
     proc = tally(data_dir, "check", "--json")
     assert proc.returncode == 1
     report = json.loads(proc.stdout)
+    assert list(report) == [
+        "data_dir",
+        "segments",
+        "bytes",
+        "events",
+        "events_by_type",
+        "corrupt_lines",
+        "unknown_events",
+        "unknown_types",
+        "torn_tail",
+        "end_offset",
+        "quarantine",
+    ]
+    assert report["data_dir"] == str(data_dir)
+    assert report["quarantine"] == str(data_dir / "quarantine.jsonl")
     assert report["corrupt_lines"] == 1
     assert report["torn_tail"] is True
     assert report["events"] == 1
-
-
-def test_replay_bad_step_is_a_usage_error(data_dir: Path) -> None:
-    tally(data_dir, "emit", "loop_started", "loop_id=a", check=True)
-    proc = tally(data_dir, "replay", "--step", "5x")
-    assert proc.returncode == 2
-    assert b"--step" in proc.stderr
 
 
 def test_replay_prints_folded_metrics(data_dir: Path) -> None:
@@ -186,3 +213,136 @@ def test_replay_prints_folded_metrics(data_dir: Path) -> None:
     assert 'conductor_agent_runs_total{agent_type="claude"} 1\n' in text
     om = tally(data_dir, "replay", "--format", "openmetrics", check=True).stdout
     assert om.endswith(b"# EOF\n")
+
+
+# -- bad input: exit 2, `tally COMMAND: what was wrong`, nothing appended ------------
+
+#: (arguments, stdin, what stderr says). In arguments, {missing} is a path that does
+#: not exist, {empty} an empty file, {root} an empty directory.
+BAD_INPUT: list[tuple[list[str], bytes | None, bytes]] = [
+    (["emit"], None, b"tally emit: give TYPE key=value..., --json"),
+    (["emit", "loop_started", "--json", "{}"], None, b"tally emit: give either --json or TYPE"),
+    (["emit", "-", "loop_id=a"], b"", b"tally emit: '-' reads JSONL from stdin and takes no"),
+    (["emit", "-"], b"\n", b"tally emit: line 1: no events in the input"),
+    (["emit", "loop_started", "loop_id"], None, b"tally emit: line 1: expected key=value"),
+    (["check", "--data-dir", "{missing}"], None, b"tally check: no bus at {missing}/bus"),
+    (["tail", "--from-offset", "3"], None, b"tally tail: --from-offset: offset 3 is not the start"),
+    (["tail", "--from-offset", "-1"], None, b"tally tail: error: argument --from-offset: -1 is"),
+    (["tail", "--from-offset", "x"], None, b"tally tail: error: argument --from-offset: 'x' is"),
+    (
+        ["tail", "--from-offset", "1000000"],
+        None,
+        b"tally tail: --from-offset: offset 1000000 is beyond the end of the log",
+    ),
+    (["tail", "--data-dir", "{missing}"], None, b"tally tail: no data directory at {missing}"),
+    (["replay", "--data-dir", "{missing}"], None, b"tally replay: no data directory at"),
+    (["replay", "--until-offset", "-5"], None, b"tally replay: error: argument --until-offset"),
+    (
+        ["replay", "--until-offset", "1000000"],
+        None,
+        b"tally replay: --until-offset 1000000 is beyond the end of the log (",
+    ),
+    (["replay", "--until-ts", "nan"], None, b"tally replay: --until-ts must be a finite"),
+    (["replay", "--step", "5x"], None, b"tally replay: --step: invalid duration '5x'"),
+    (["replay", "--step", "0"], None, b"tally replay: --step: '0' is not a positive duration"),
+    (["replay", "--step", "1m", "--format", "json"], None, b"tally replay: --step writes OpenM"),
+    (["replay", "--format", "xml"], None, b"tally replay: error: argument --format"),
+    (["schema", "extra"], None, b"tally schema: error: unrecognized arguments: extra"),
+    (["import", "conductor", "{missing}"], None, b"tally import conductor: conductor-loop runs"),
+    (["import"], None, b"tally import: error: the following arguments are required: SOURCE"),
+    (["serve", "--token-file", "{missing}"], None, b"tally serve: cannot read --token-file"),
+    (["serve", "--token-file", "{empty}"], None, b"tally serve: --token-file {empty} is empty"),
+    (["serve", "--port", "70000"], None, b"tally serve: error: argument --port: '70000' is not"),
+    (["serve", "--port", "-1"], None, b"tally serve: error: argument --port: '-1' is not a port"),
+    (["serve", "--protect-reads"], None, b"tally serve: --protect-reads needs --token-file"),
+    (["serve", "--host", "0.0.0.0"], None, b"tally serve: refusing to listen on non-loopback"),
+    (["serve", "--conductor-root", "{missing}"], None, b"tally serve: --conductor-root {missing}"),
+]
+
+
+def _fill(text: str, paths: dict[str, Path]) -> str:
+    for name, path in paths.items():
+        text = text.replace(f"{{{name}}}", str(path))
+    return text
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "needle"), BAD_INPUT, ids=[" ".join(case[0]) for case in BAD_INPUT]
+)
+def test_bad_input_exits_2_naming_what_was_wrong(
+    data_dir: Path, tmp_path: Path, args: list[str], stdin: bytes | None, needle: bytes
+) -> None:
+    tally(data_dir, "emit", "loop_started", "loop_id=a", check=True)
+    tally(data_dir, "emit", "loop_started", "loop_id=b", check=True)
+    before = bus_bytes(data_dir)
+    paths = {"missing": tmp_path / "missing", "empty": tmp_path / "empty", "root": tmp_path}
+    paths["empty"].write_bytes(b"")
+    proc = tally(data_dir, *(_fill(arg, paths) for arg in args), stdin=stdin)
+    assert proc.returncode == 2, proc.stderr
+    assert _fill(needle.decode(), paths).encode() in proc.stderr, proc.stderr
+    assert b"Traceback" not in proc.stderr
+    assert bus_bytes(data_dir) == before
+    assert not paths["missing"].exists()
+
+
+TOML_COMMANDS = [
+    ["emit", "loop_started", "loop_id=a"],
+    ["replay"],
+    ["serve", "--port", "0"],
+    ["import", "conductor", "{root}"],
+]
+
+
+@pytest.mark.parametrize("args", TOML_COMMANDS, ids=[case[0] for case in TOML_COMMANDS])
+def test_a_bad_tally_toml_is_bad_input(data_dir: Path, tmp_path: Path, args: list[str]) -> None:
+    (data_dir / "tally.toml").write_text("[bus]\nsegmnt_bytes = 5\n")
+    root = tmp_path / "runs"
+    root.mkdir()
+    proc = tally(data_dir, *(_fill(arg, {"root": root}) for arg in args))
+    assert proc.returncode == 2, proc.stderr
+    prog = " ".join(args[:2] if args[0] == "import" else args[:1])
+    message = f"tally {prog}: {data_dir}/tally.toml: unknown key 'segmnt_bytes' in [bus]\n"
+    assert proc.stderr.decode().endswith(message), proc.stderr
+    assert bus_bytes(data_dir) == {}
+
+
+# -- runtime failures: exit 1, `tally COMMAND: what failed` ------------------------
+
+
+def test_a_full_disk_exits_1(data_dir: Path) -> None:
+    bus_dir(data_dir).mkdir()
+    (bus_dir(data_dir) / "00000000000000000000.jsonl").symlink_to("/dev/full")
+    proc = tally(data_dir, "emit", "loop_started", "loop_id=a")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith(b"tally emit: cannot append to the log in "), proc.stderr
+    assert proc.stderr.endswith(b"No space left on device\n")
+
+
+def test_a_taken_port_exits_1(data_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = tally(data_dir, "serve", "--port", str(port))
+    assert proc.returncode == 1, proc.stderr
+    assert f"tally serve: cannot listen on 127.0.0.1:{port}: ".encode() in proc.stderr
+    assert b"Traceback" not in proc.stderr
+
+
+def test_import_while_another_process_imports_exits_1(data_dir: Path, tmp_path: Path) -> None:
+    lock = data_dir / "conductor" / "LOCK"
+    lock.parent.mkdir()
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = tally(data_dir, "import", "conductor", str(tmp_path))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith(b"tally import conductor: another tally process is importing")
+
+
+def test_unreadable_positions_exit_1(data_dir: Path, tmp_path: Path) -> None:
+    positions = data_dir / "conductor" / "positions.json"
+    positions.parent.mkdir()
+    positions.write_bytes(b"{not json")
+    proc = tally(data_dir, "import", "conductor", str(tmp_path))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith(f"tally import conductor: cannot read {positions}".encode())

@@ -1,0 +1,76 @@
+"""tally.toml: defaults, every section decoded, and every unknown or bad key named with its file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bus.writer import BusConfig
+from server.config import CONFIG_FILE, ConfigError, TallyConfig, load_config
+
+
+def _write(data_dir: Path, text: str) -> Path:
+    path = data_dir / CONFIG_FILE
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_no_file_means_defaults(data_dir: Path) -> None:
+    assert load_config(data_dir) == TallyConfig()
+
+
+def test_every_section_is_read(data_dir: Path) -> None:
+    _write(
+        data_dir,
+        '[bus]\nsegment_bytes = 4096\ndurability = "always"\n'
+        '[projections]\nloop_prefix = "agent_loop"\n'
+        "[server]\nport = 9470\n",
+    )
+    config = load_config(data_dir)
+    assert config.bus == BusConfig(segment_bytes=4096, durability="always")
+    assert config.projections.loop_prefix == "agent_loop"
+    assert config.server.port == 9470
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "where"),
+    [
+        ("[bus]\nsegmnt_bytes = 5\n", "segmnt_bytes", "[bus]"),
+        ('[projections]\nloop_prefx = "x"\n', "loop_prefx", "[projections]"),
+        ("[server]\nprot = 9470\n", "prot", "[server]"),
+        ('colour = "red"\n', "colour", "the top level"),
+        ("[metrics]\nenabled = true\n", "metrics", "the top level"),
+    ],
+    ids=["bus", "projections", "server", "top-level-key", "top-level-table"],
+)
+def test_unknown_keys_are_errors_naming_file_and_key(
+    data_dir: Path, text: str, key: str, where: str
+) -> None:
+    path = _write(data_dir, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(data_dir)
+    assert str(caught.value) == f"{path}: unknown key {key!r} in {where}"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[bus]\nsegment_bytes = 0\n", "[bus] segment_bytes: "),
+        ('[bus]\ndurability = "sometimes"\n', "[bus] durability: "),
+        ("[server]\nport = 70000\n", "[server] port: "),
+        ('[projections]\nloop_prefix = "tally"\n', "[projections]: loop_prefix: "),
+        ("[bus\n", "not valid TOML"),
+    ],
+)
+def test_bad_values_name_file_and_key(data_dir: Path, text: str, needle: str) -> None:
+    path = _write(data_dir, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(data_dir)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: "), message
+    assert needle in message, message
+
+
+def test_config_errors_are_bad_input() -> None:
+    assert ConfigError.exit_code == 2
