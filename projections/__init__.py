@@ -2,8 +2,9 @@
 
 No I/O and no wall clock anywhere below: time comes from event ``ts``. The rooms:
 ``metrics`` (families and their state records), ``catalogue`` (every family tally
-renders, declared once), ``fold`` (``Projection``, which composes the conductor fold,
-the Ralph-loop fold in ``ralph`` and the ``metric``-event families), ``dispatch``
+renders, declared once), ``fold`` (``Projection``, which composes the conductor fold
+in ``conductor``, the Ralph-loop fold in ``ralph``, the ``metric``-event families in
+``metric_events`` and its self-metrics), ``config`` (settings), ``dispatch``
 (the hot loop that hands each event to its fold), ``clock`` (event time),
 ``snapshot`` (state as bytes), ``replay`` and ``partition`` (folding read batches),
 ``exposition`` (the formats).

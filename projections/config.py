@@ -14,12 +14,9 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["DEFAULT_BUCKETS", "ITERATION_BUCKETS", "ProjectionConfig"]
+from projections.catalogue.buckets import DEFAULT_BUCKETS, ITERATION_BUCKETS
 
-#: ``P_iteration_duration_seconds`` buckets from DESIGN.md.
-ITERATION_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-#: Prometheus' default buckets, for histograms created by ``metric`` events.
-DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+__all__ = ["ProjectionConfig"]
 
 _PREFIX: Final = re.compile(r"[a-zA-Z][a-zA-Z0-9_]*")
 #: Prefixes whose families belong to someone else (see ``catalogue.RESERVED_PREFIXES``).

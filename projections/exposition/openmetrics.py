@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from projections.exposition.text import escape_label_value, family_samples
+from projections.exposition.text import escape_label_value, family_samples, help_text
 from projections.metrics.families import CounterFamily, Labels
 from projections.metrics.summary import AnyFamily
 
@@ -28,12 +28,9 @@ def metadata_name(family: AnyFamily) -> str:
 
 
 def _metadata(family: AnyFamily) -> str:
-    """``# TYPE`` then ``# HELP`` (left out when empty, which OpenMetrics treats alike)."""
+    """``# TYPE`` then ``# HELP`` (generated when the family has none)."""
     name = metadata_name(family)
-    head = f"# TYPE {name} {family.kind}"
-    if family.help:
-        head += f"\n# HELP {name} {escape_label_value(family.help)}"
-    return head
+    return f"# TYPE {name} {family.kind}\n# HELP {name} {escape_label_value(help_text(family))}"
 
 
 def _by_name(family: AnyFamily) -> str:

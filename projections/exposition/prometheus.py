@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from projections.exposition.text import escape_help, family_samples
+from projections.exposition.text import escape_help, family_samples, help_text
 from projections.metrics.summary import AnyFamily
 
 __all__ = ["CONTENT_TYPE", "render_prometheus"]
@@ -22,7 +22,8 @@ def _by_name(family: AnyFamily) -> str:
 
 
 def render_prometheus(families: Iterable[AnyFamily]) -> bytes:
-    """``# HELP`` (always) and ``# TYPE`` then the samples of each family.
+    """``# HELP`` (always, generated when the family has none) and ``# TYPE``, then the
+    samples of each family.
 
     Counters keep their name as is (no ``_total`` added); histograms give
     cumulative ``_bucket{le=...}`` samples ending with ``le="+Inf"``, then
@@ -33,7 +34,8 @@ def render_prometheus(families: Iterable[AnyFamily]) -> bytes:
     parts: list[str] = []
     for family in sorted(families, key=_by_name):
         name = family.name
-        parts.append(f"\n# HELP {name} {escape_help(family.help)}\n# TYPE {name} {family.kind}")
+        text = escape_help(help_text(family))
+        parts.append(f"\n# HELP {name} {text}\n# TYPE {name} {family.kind}")
         parts += family_samples(family, openmetrics=False).parts
     if not parts:
         return b""

@@ -28,6 +28,7 @@ __all__ = [
     "family_samples",
     "format_canonical",
     "format_float",
+    "help_text",
     "render_labels",
 ]
 
@@ -92,6 +93,12 @@ def escape_help(text: str) -> str:
     if "\\" in text or "\n" in text:
         return text.replace("\\", "\\\\").replace("\n", "\\n")
     return text
+
+
+def help_text(family: AnyFamily) -> str:
+    """The family's HELP text, never empty: a family declared without help (a ``metric``
+    event gave none) gets a generated one, made at render time and never stored."""
+    return family.help or f"{family.name}: from metric events, no help given."
 
 
 def escape_label_value(text: str) -> str:

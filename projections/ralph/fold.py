@@ -32,23 +32,9 @@ from projections.config import ProjectionConfig
 from projections.metrics.families import OVERFLOW, Family, OverflowCounts
 from projections.metrics.state import FamilyState, family_from_state, family_to_state
 from projections.metrics.summary import SummaryFamily
-from projections.ralph.rollup import (
-    ITERATION_BITS,
-    REBOOT_BITS,
-    RESOURCE_BITS,
-    SCORE_BITS,
-    SESSION_DURATION_BIT,
-    SESSION_ENDED_BITS,
-    SESSION_STARTED_BITS,
-    TESTS_BITS,
-    USAGE_BITS,
-    LoopRollup,
-    LoopState,
-    LoopStateRecord,
-    QuantilesRollup,
-    loop_families,
-    rollup,
-)
+from projections.ralph.families import loop_families
+from projections.ralph.rollup import LoopRollup, QuantilesRollup, rollup
+from projections.ralph.state import BIT, LoopState, LoopStateRecord, fed_bits
 
 __all__ = ["LoopFold", "LoopFoldState"]
 
@@ -60,23 +46,22 @@ _REBOOT_BOUNDS: Final = cat.REBOOT_RATIO_BUCKETS
 _PENDING_LIMIT: Final = 1 << 16
 #: Iterations waiting in the loops' lists (all loops) before they are folded.
 _SETTLE_EVERY: Final = 1 << 12
-#: Loop families each loop event feeds (for overflow accounting of refused loops).
-_FEEDS: Final[dict[type[EventBase], tuple[str, ...]]] = {
-    LoopStarted: (),
-    IterationCompleted: (
-        "iterations_total",
-        "iteration_duration_seconds",
-        "iterations_with_progress_total",
-        "no_progress_streak",
-        "files_changed_total",
-    ),
-    SessionStarted: ("sessions_created_total", "active_sessions"),
-    SessionEnded: ("active_sessions",),
-    ContextUsage: ("context_usage_ratio",),
-    ContextReboot: ("context_reboots_total", "context_at_reboot_ratio"),
-    TestsReported: ("tests", "flaky_tests", "test_pass_ratio", "test_failure_streak"),
-    ResourceSample: ("resident_memory_bytes", "cpu_usage_ratio"),
-}
+#: The family whose durations the roll-up's quantile sketch also holds (reset with it).
+_SKETCHED: Final = "iteration_duration_seconds"
+#: The presence bits each handler sets (``catalogue.LOOP``'s feeds).
+_ITERATION: Final = fed_bits(IterationCompleted)
+_SCORED: Final = fed_bits(IterationCompleted, "scored")
+_SESSION_STARTED: Final = fed_bits(SessionStarted)
+_SESSION_ENDED: Final = fed_bits(SessionEnded)
+_SESSION_TIMED: Final = fed_bits(SessionEnded, "timed")
+_USAGE: Final = fed_bits(ContextUsage)
+_REBOOT: Final = fed_bits(ContextReboot)
+_TESTS: Final = fed_bits(TestsReported)
+_RESOURCES: Final = fed_bits(ResourceSample)
+
+
+def _admitted(ev: LoopStarted, now: float) -> None:
+    """``loop_started`` updates no loop's series: admitting the loop is its whole fold."""
 
 
 class LoopFoldState(msgspec.Struct, kw_only=True):
@@ -89,6 +74,10 @@ class LoopFoldState(msgspec.Struct, kw_only=True):
 
 class LoopFold:
     """Every loop's state. Loops past ``max_series_per_family`` share one ``__overflow__`` loop.
+
+    A refused loop's event is folded as an event of the ``__overflow__`` loop and
+    counted in the overflow counts once for each loop family it updated: the
+    presence bits it set, which come from ``catalogue.LOOP`` as the handlers' do.
 
     ``iteration_completed`` is folded lazily, in two steps, because it is the
     commonest loop event and its fold is the dearest. The handler admits the
@@ -115,6 +104,12 @@ class LoopFold:
         self.overflow = overflow
         self._specs = specs
         self._max = config.max_series_per_family
+        self._families: dict[str, Family] = {
+            suffix: cat.build_family(spec, max_series=self._max, overflow=overflow)
+            for suffix, spec in specs.items()
+        }
+        #: (presence bit, family name) of every per-loop family, for overflow accounting.
+        self._bit_names = tuple((BIT[suffix], specs[suffix].name) for suffix in BIT)
         self._bounds = config.iteration_buckets
         self.loops: dict[str, LoopState] = {}
         self.active_loops: dict[str, None] = {}
@@ -149,34 +144,54 @@ class LoopFold:
             max_series=self._max + 1,
         )
 
-    # -- handlers ----------------------------------------------------------------
+    # -- admitting loops ------------------------------------------------------------
 
-    def _loop(self, loop_id: str, cls: type[EventBase]) -> LoopState:
-        """The state of a loop not seen yet: a new one, or the overflow loop past the limit."""
+    def _unseen(self, ev: Any, now: float, handler: Handler) -> None:
+        """An event of a loop not seen yet: admit the loop and fold the event, or, past
+        the limit, fold it into the ``__overflow__`` loop (``_refused``)."""
         loops = self.loops
-        admitted = len(loops) - (OVERFLOW in loops)
-        if admitted >= self._max:
-            for suffix in _FEEDS[cls]:
-                name = self._specs[suffix].name
-                self.overflow[name] = self.overflow.get(name, 0.0) + 1.0
-            loop_id = OVERFLOW
-        state = loops.get(loop_id)
-        if state is None:
-            state = loops[loop_id] = LoopState(
-                len(self._bounds), len(_SESSION_BOUNDS), len(_REBOOT_BOUNDS)
-            )
-        return state
+        if len(loops) - (OVERFLOW in loops) < self._max:
+            loops[ev.loop_id] = self._new_state()
+            handler(ev, now)
+        else:
+            self._refused(ev, now, handler)
+
+    def _refused(self, ev: Any, now: float, handler: Handler) -> None:
+        """Fold ``ev`` as an event of the ``__overflow__`` loop, and count one overflow
+        for each loop family it updated: those whose presence bit it set."""
+        s = self.loops.get(OVERFLOW)
+        if s is None:
+            s = self.loops[OVERFLOW] = self._new_state()
+        self.clock.now = now  # settling may trim the sketch's buffer, which reads the clock
+        self._settle_loop(OVERFLOW, s)  # iterations waiting there are not this event's
+        seen, s.seen = s.seen, 0
+        handler(msgspec.structs.replace(ev, loop_id=OVERFLOW), now)
+        self._settle_loop(OVERFLOW, s)  # an iteration is folded at once, to see its bits
+        fed = s.seen
+        s.seen = seen | fed
+        overflow = self.overflow
+        for bit, name in self._bit_names:
+            if fed & bit:
+                overflow[name] = overflow.get(name, 0.0) + 1.0
+
+    def _new_state(self) -> LoopState:
+        return LoopState(len(self._bounds), len(_SESSION_BOUNDS), len(_REBOOT_BOUNDS))
+
+    # -- handlers ----------------------------------------------------------------
 
     def loop_started(self, ev: LoopStarted, now: float) -> None:
         self.active_loops[ev.loop_id] = None
         if ev.loop_id not in self.loops:
-            self._loop(ev.loop_id, LoopStarted)
+            self._unseen(ev, now, _admitted)
 
     def loop_stopped(self, ev: LoopStopped, now: float) -> None:
         self.active_loops.pop(ev.loop_id, None)
 
     def iteration_completed(self, ev: IterationCompleted, now: float) -> None:
-        s = self.loops.get(ev.loop_id) or self._loop(ev.loop_id, IterationCompleted)
+        s = self.loops.get(ev.loop_id)
+        if s is None:
+            self._unseen(ev, now, self.iteration_completed)
+            return
         if ev.ts is None:  # it happened at the clock: keep that with it
             ev = msgspec.structs.replace(ev, ts=now)
         s.iterations.append(ev)
@@ -196,6 +211,15 @@ class LoopFold:
                 self._settle(loop_id, s, iterations)
         if len(self._pending_loops) >= _PENDING_LIMIT:
             self._trim_pending()
+
+    def _settle_loop(self, loop_id: str, s: LoopState) -> None:
+        """Fold the iterations waiting in one loop's list (``settle`` for one loop)."""
+        if s.iterations:
+            iterations, s.iterations = s.iterations, []
+            self._unsettled -= len(iterations)
+            self._settle(loop_id, s, iterations)
+            if len(self._pending_loops) >= _PENDING_LIMIT:
+                self._trim_pending()
 
     def _settle(self, loop_id: str, s: LoopState, iterations: list[IterationCompleted]) -> None:
         """What folding ``iterations`` one by one, in order, does to ``s`` (in local variables)."""
@@ -228,24 +252,30 @@ class LoopFold:
         s.with_progress += with_progress
         s.no_progress_streak = streak
         s.files_changed += files
-        s.seen |= ITERATION_BITS
+        s.seen |= _ITERATION
         if scores:
             s.score = score
             s.scores.extend(scores)
-            s.seen |= SCORE_BITS
+            s.seen |= _SCORED
         self._pending_loops.extend(repeat(loop_id, n))
 
     def session_started(self, ev: SessionStarted, now: float) -> None:
-        s = self.loops.get(ev.loop_id) or self._loop(ev.loop_id, SessionStarted)
+        s = self.loops.get(ev.loop_id)
+        if s is None:
+            self._unseen(ev, now, self.session_started)
+            return
         s.sessions_created += 1
         ts = ev.ts
         s.open_sessions[ev.session_id] = now if ts is None else ts
-        s.seen |= SESSION_STARTED_BITS
+        s.seen |= _SESSION_STARTED
 
     def session_ended(self, ev: SessionEnded, now: float) -> None:
-        s = self.loops.get(ev.loop_id) or self._loop(ev.loop_id, SessionEnded)
+        s = self.loops.get(ev.loop_id)
+        if s is None:
+            self._unseen(ev, now, self.session_ended)
+            return
         start = s.open_sessions.pop(ev.session_id, None)
-        s.seen |= SESSION_ENDED_BITS
+        s.seen |= _SESSION_ENDED
         duration = ev.duration_s
         if duration is None:
             duration = elapsed(start, ev.ts, now)
@@ -253,37 +283,49 @@ class LoopFold:
                 return
         s.session_counts[bisect_left(_SESSION_BOUNDS, duration)] += 1
         s.session_sum += duration
-        s.seen |= SESSION_DURATION_BIT
+        s.seen |= _SESSION_TIMED
 
     def context_usage(self, ev: ContextUsage, now: float) -> None:
-        s = self.loops.get(ev.loop_id) or self._loop(ev.loop_id, ContextUsage)
+        s = self.loops.get(ev.loop_id)
+        if s is None:
+            self._unseen(ev, now, self.context_usage)
+            return
         s.context_percent = ev.percent
-        s.seen |= USAGE_BITS
+        s.seen |= _USAGE
 
     def context_reboot(self, ev: ContextReboot, now: float) -> None:
-        s = self.loops.get(ev.loop_id) or self._loop(ev.loop_id, ContextReboot)
+        s = self.loops.get(ev.loop_id)
+        if s is None:
+            self._unseen(ev, now, self.context_reboot)
+            return
         percent = ev.percent
         ratio = percent / 100.0
         s.reboots += 1
         s.reboot_counts[bisect_left(_REBOOT_BOUNDS, ratio)] += 1
         s.reboot_ratio_sum += ratio
         s.reboot_percent_sum += percent
-        s.seen |= REBOOT_BITS
+        s.seen |= _REBOOT
 
     def tests_reported(self, ev: TestsReported, now: float) -> None:
-        s = self.loops.get(ev.loop_id) or self._loop(ev.loop_id, TestsReported)
+        s = self.loops.get(ev.loop_id)
+        if s is None:
+            self._unseen(ev, now, self.tests_reported)
+            return
         s.tests_passed = ev.passed
         s.tests_failed = failed = ev.failed
         s.tests_total = ev.total
         s.tests_flaky = ev.flaky
         s.test_failure_streak = s.test_failure_streak + 1 if failed else 0
-        s.seen |= TESTS_BITS
+        s.seen |= _TESTS
 
     def resource_sample(self, ev: ResourceSample, now: float) -> None:
-        s = self.loops.get(ev.loop_id) or self._loop(ev.loop_id, ResourceSample)
+        s = self.loops.get(ev.loop_id)
+        if s is None:
+            self._unseen(ev, now, self.resource_sample)
+            return
         s.rss_bytes = ev.rss_bytes
         s.cpu_percent = ev.cpu_percent
-        s.seen |= RESOURCE_BITS
+        s.seen |= _RESOURCES
 
     def _trim_pending(self) -> None:
         """Drop buffered durations that left the sketch's window; drain if many are left."""
@@ -324,19 +366,20 @@ class LoopFold:
             self._clear_pending()
             return
         for suffix in matched:
-            if suffix == "active_loops":
+            if suffix in BIT:
+                for s in self.loops.values():
+                    s.clear(suffix)
+            else:  # a family of the whole fold (active_loops)
                 self.active_loops.clear()
-                continue
-            for s in self.loops.values():
-                s.clear(suffix)
-            if suffix == "iteration_duration_seconds":
+            if suffix == _SKETCHED:  # the quantile sketch holds the same durations
                 self.sketch = self._new_sketch()
                 self._clear_pending()
 
-    def refill(self, families: dict[str, Family]) -> None:
-        """Refill the loop families (keyed by suffix) from the loop states."""
+    def families(self) -> list[Family]:
+        """The loop families, refilled from the loop states."""
         self.settle()
-        loop_families(families, self.loops, len(self.active_loops))
+        loop_families(self._families, self.loops, len(self.active_loops))
+        return list(self._families.values())
 
     def rollups(self) -> dict[str, LoopRollup]:
         """Every loop's roll-up (``__overflow__`` collects the loops past the series limit)."""

@@ -7,7 +7,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+import msgspec
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from bus.events import (
     AgentFallback,
@@ -31,12 +34,14 @@ from bus.events import (
 )
 from bus.writer import BusConfig, BusWriter
 from projections.config import ProjectionConfig
+from projections.exposition.formats import FORMATS
 from projections.exposition.prometheus import render_prometheus
 from projections.fold import Projection
 from projections.metrics.families import CounterFamily, GaugeFamily, HistogramFamily
 from projections.metrics.summary import AnyFamily, SummaryFamily
 from server.replay import replay
-from tests.support.workload import mixed_events
+from tests.support.families import rendered
+from tests.support.workload import RESET_PREFIX, mixed_events
 
 P = "ralph_loop"
 
@@ -248,13 +253,38 @@ def test_every_family_matches_an_independent_count(data_dir: Path) -> None:
     assert projection.clock.now == max(ev.ts for ev in events if ev.ts is not None)
 
 
-def test_batching_does_not_change_the_state() -> None:
-    events = list(mixed_events(5_000, seed=3))
-    whole = render_prometheus(fold(events).families())
+def folded(projection: Projection) -> tuple[bytes, list[bytes]]:
+    """Everything a projection holds (its state record) and shows (every format)."""
+    state = msgspec.msgpack.encode(projection.export_state())  # bytes: NaN equals NaN
+    return state, [rendered(projection, fmt) for fmt in FORMATS]
+
+
+@settings(max_examples=60, deadline=None)
+@example(n=60, seed=3, resets=[(20, RESET_PREFIX), (21, "")], cuts=list(range(63)))  # 1 each
+@example(n=60, seed=3, resets=[(30, RESET_PREFIX)], cuts=[0, 0, 30, 30, 31, 61, 61])  # empties
+@given(
+    n=st.integers(0, 300),
+    seed=st.integers(0, 2**32 - 1),
+    resets=st.lists(
+        st.tuples(st.integers(0, 300), st.sampled_from([RESET_PREFIX, "", "conductor_", f"{P}_"])),
+        max_size=4,
+    ),
+    cuts=st.lists(st.integers(0, 400), max_size=40),
+)
+def test_batching_does_not_change_the_state(
+    n: int, seed: int, resets: list[tuple[int, str]], cuts: list[int]
+) -> None:
+    """Any split of a log into batches (empty ones, one-event ones, resets anywhere in them)
+    folds to the same state and output as the whole log in one batch."""
+    events = list(mixed_events(n, seed=seed))
+    for position, prefix in resets:  # the workload holds one reset per 2,000 events: add some
+        at = position % (len(events) + 1)
+        events.insert(at, MetricsReset(ts=events[at - 1].ts if at else None, prefix=prefix))
+    bounds = sorted(cut % (len(events) + 1) for cut in cuts)
     split = Projection()
-    for i in range(0, len(events), 337):
-        split.fold_events(events[i : i + 337])
-    assert render_prometheus(split.families()) == whole
+    for start, end in zip([0, *bounds], [*bounds, len(events)], strict=True):
+        split.fold_events(events[start:end])
+    assert folded(split) == folded(fold(events))
 
 
 # -- edge cases ------------------------------------------------------------------

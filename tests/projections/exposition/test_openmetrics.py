@@ -73,9 +73,9 @@ def test_empty_exposition_and_metadata() -> None:
     assert render_openmetrics([]) == b"# EOF\n"
     counter = CounterFamily("jobs", 'Jobs "done"\n\\.', ("k",))  # no _total in its name
     counter.inc(("x",))
-    gauge = GaugeFamily("a_ratio", "")  # empty HELP is left out
+    gauge = GaugeFamily("a_ratio", "")  # no help: a generated one
     assert render_openmetrics([counter, gauge]) == (
-        b"# TYPE a_ratio gauge\n"
+        b"# TYPE a_ratio gauge\n# HELP a_ratio a_ratio: from metric events, no help given.\n"
         b'# TYPE jobs counter\n# HELP jobs Jobs \\"done\\"\\n\\\\.\njobs_total{k="x"} 1\n'
         b"# EOF\n"
     )

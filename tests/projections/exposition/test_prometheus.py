@@ -77,7 +77,7 @@ def test_empty_families_and_escaped_help() -> None:
         SummaryFamily("d_seconds", "D.", clock=clock),
     ]
     assert render_prometheus(families) == (
-        b"# HELP a_ratio \n# TYPE a_ratio gauge\n"
+        b"# HELP a_ratio a_ratio: from metric events, no help given.\n# TYPE a_ratio gauge\n"
         b'# HELP b_total Line one\\nline "two" \\\\ three.\n# TYPE b_total counter\n'
         b"# HELP c_seconds C.\n# TYPE c_seconds histogram\n"
         b"# HELP d_seconds D.\n# TYPE d_seconds summary\n"

@@ -8,8 +8,10 @@ import subprocess
 import msgspec
 import pytest
 
-from projections.catalogue import CONDUCTOR, SELF, Catalogue, build_family, loop_specs
+from bus.events import MetricUpdate
+from projections.catalogue import CONDUCTOR, SELF, SERVER, Catalogue, build_family, loop_specs
 from projections.config import ProjectionConfig
+from projections.exposition.openmetrics import render_openmetrics
 from projections.exposition.prometheus import render_prometheus
 from projections.fold import Projection
 from projections.metrics.families import CounterFamily, GaugeFamily, HistogramFamily
@@ -128,6 +130,19 @@ def test_build_family_makes_each_kind() -> None:
     assert kinds == {CounterFamily, GaugeFamily, HistogramFamily}
 
 
+def test_server_families_are_declared_once_and_reserved() -> None:
+    """The server's own families: unlabelled, built from their specs, no name twice."""
+    catalogue = Catalogue(ProjectionConfig())
+    names = [s.name for s in SERVER]
+    assert len(set(names)) == len(names)
+    assert not set(names) & set(catalogue.by_name)
+    for spec in SERVER:
+        family = build_family(spec)
+        assert (family.name, family.help, family.label_names) == (spec.name, spec.help, ())
+        assert spec.help.endswith(".")
+        assert catalogue.is_reserved(spec.name)
+
+
 def test_reserved_names() -> None:
     catalogue = Catalogue(ProjectionConfig(loop_prefix="agent"))
     for name in ("conductor_x", "tally_x", "agent_x", "agent_iterations_total"):
@@ -136,11 +151,40 @@ def test_reserved_names() -> None:
         assert not catalogue.is_reserved(name)
 
 
+#: ``metric`` events of every kind with no help (the workload's own help-less ones aside).
+HELPLESS: tuple[MetricUpdate, ...] = (
+    MetricUpdate(ts=1.0, name="app_helpless_total", kind="counter", value=1, labels={"k": "a"}),
+    MetricUpdate(ts=1.0, name="app_helpless_level", kind="gauge", value=2.0),
+    MetricUpdate(ts=1.0, name="app_helpless_seconds", kind="histogram", value=0.3),
+    MetricUpdate(ts=1.0, name="app_helpless_bytes", kind="summary", value=10.0),
+)
+
+
+def helpless_log() -> Projection:
+    projection = Projection()
+    projection.fold_events([*HELPLESS, *mixed_events(3_000)])
+    return projection
+
+
+def test_every_family_has_help_in_both_text_formats() -> None:
+    families = helpless_log().families()
+    assert {f.name for f in families if not f.help} >= {e.name for e in HELPLESS}
+    for text in (render_prometheus(families), render_openmetrics(families)):
+        lines = text.decode().splitlines()
+        typed = [line.split(" ")[2] for line in lines if line.startswith("# TYPE ")]
+        helped = {line.split(" ")[2]: line for line in lines if line.startswith("# HELP ")}
+        assert set(typed) == set(helped)
+        assert all(len(line.split(" ", 3)[3]) > 0 for line in helped.values())
+    text = render_prometheus(families).decode()
+    assert (
+        "# HELP app_helpless_bytes app_helpless_bytes: from metric events, no help given.\n" in text
+    )
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_promtool_lints_only_the_two_gauges_named_total() -> None:
-    projection = Projection()
-    projection.fold_events(list(mixed_events(3_000)))
-    text = render_prometheus(f for f in projection.families() if not f.name.startswith("app_"))
+    """Every family, ``metric`` ones without help included."""
+    text = render_prometheus(helpless_log().families())
     result = subprocess.run(
         ["promtool", "check", "metrics"], input=text, capture_output=True, check=False
     )

@@ -1,0 +1,91 @@
+"""tally's own families (``tally_*``): those folded with the log, and the server process's.
+
+Rule: ``SELF`` families are part of the projection (replays render them, a
+reset never clears them); ``SERVER`` families describe one running server and
+are rendered by it alone, never folded or written to the log.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from projections.catalogue.spec import FamilySpec, spec
+
+__all__ = [
+    "CHECKPOINT_OFFSET",
+    "CORRUPT_LINES",
+    "END_OFFSET",
+    "EVENTS_FOLDED",
+    "FOLDED_OFFSET",
+    "REJECTED_EVENTS",
+    "REJECT_REASONS",
+    "SELF",
+    "SERIES_OVERFLOW",
+    "SERVER",
+    "SSE_CONFLATED",
+    "SSE_FRAMES",
+    "SSE_RESYNCS",
+    "SSE_SUBSCRIBERS",
+    "UNKNOWN_EVENTS",
+    "UPTIME",
+]
+
+EVENTS_FOLDED: Final = "tally_events_folded_total"
+CORRUPT_LINES: Final = "tally_corrupt_lines_total"
+UNKNOWN_EVENTS: Final = "tally_unknown_events_total"
+REJECTED_EVENTS: Final = "tally_rejected_events_total"
+FOLDED_OFFSET: Final = "tally_folded_offset_bytes"
+SERIES_OVERFLOW: Final = "tally_series_overflow_total"
+
+#: Why a ``metric`` event was refused: the ``reason`` label of ``tally_rejected_events_total``.
+REJECT_REASONS: Final[dict[str, str]] = {
+    "kind_conflict": "the family exists with another kind",
+    "label_mismatch": "its label names differ from the family's (fixed by its first event)",
+    "reserved_name": "the name belongs to the catalogue (conductor_*, P_*, tally_*)",
+    "invalid_family": "the family could not be created (e.g. label le on a histogram)",
+}
+
+#: Folded with the log (``projections.fold``).
+SELF: Final[tuple[FamilySpec, ...]] = (
+    spec(EVENTS_FOLDED, "counter", "Events folded into the projection, by event type.", "type"),
+    spec(
+        CORRUPT_LINES, "counter", "Log lines that could not be decoded (quarantined and skipped)."
+    ),
+    spec(UNKNOWN_EVENTS, "counter", "Log events of an unknown type (counted and skipped)."),
+    spec(REJECTED_EVENTS, "counter", "Metric events refused and not applied, by reason.", "reason"),
+    spec(FOLDED_OFFSET, "gauge", "Log offset in bytes up to which events have been folded."),
+    spec(
+        SERIES_OVERFLOW,
+        "counter",
+        "Updates sent to a family's overflow series because it reached its series limit.",
+        "family",
+    ),
+)
+
+UPTIME: Final = "conductor_uptime_seconds"
+END_OFFSET: Final = "tally_end_offset_bytes"
+CHECKPOINT_OFFSET: Final = "tally_checkpoint_offset_bytes"
+SSE_SUBSCRIBERS: Final = "tally_sse_subscribers"
+SSE_FRAMES: Final = "tally_sse_frames_total"
+SSE_CONFLATED: Final = "tally_sse_conflated_updates_total"
+SSE_RESYNCS: Final = "tally_sse_resyncs_total"
+
+#: Rendered by a running server over the projection's families (``server.app``); the
+#: uptime keeps conductor-loop's name, and is the only family read from the wall clock.
+SERVER: Final[tuple[FamilySpec, ...]] = (
+    spec(UPTIME, "gauge", "Seconds since this tally server started."),
+    spec(END_OFFSET, "gauge", "Byte offset of the end of the bus."),
+    spec(CHECKPOINT_OFFSET, "gauge", "Bus offset of the newest checkpoint (-1: none yet)."),
+    spec(SSE_SUBSCRIBERS, "gauge", "Connected SSE subscribers."),
+    spec(SSE_FRAMES, "counter", "SSE frames sent to subscribers."),
+    spec(
+        SSE_CONFLATED,
+        "counter",
+        "Series updates replaced by a newer value before a slow subscriber received them.",
+    ),
+    spec(
+        SSE_RESYNCS,
+        "counter",
+        "Subscribers whose pending buffer overflowed and were resent a snapshot.",
+    ),
+)
