@@ -1,0 +1,90 @@
+"""The bus contract: what every backend of the log does, and nothing above ``bus/`` knows more.
+
+Rule: positions are opaque, strictly increasing integers, one per event; a batch's
+``end`` is where a reader resumes (a checkpoint stores it). An append lands whole
+or not at all and answers with the positions of its events; the same ``msg_id``
+appended twice within the backend's de-duplication window lands once, and the
+second answer gives the first one's positions.
+
+Two backends implement it: the segmented JSONL files (``bus.filebus``, the
+embedded default) and NATS JetStream (``bus.jetstream``). ``open_bus`` picks one
+by URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from bus.events import Event
+from bus.reader import Batch, ReadStats
+
+__all__ = ["Bus"]
+
+
+class Bus(Protocol):
+    """One log, appended to and read by position; an async context manager that closes it."""
+
+    #: Where the log is, as a URL (``file:/path/to/bus``, ``nats://host:port/STREAM``).
+    url: str
+    #: Running totals over everything this bus object has read (corrupt lines, unknown types).
+    stats: ReadStats
+
+    async def append(self, events: Sequence[Event], *, msg_id: str | None = None) -> list[int]:
+        """Append ``events`` as one batch, all or nothing; the positions of the events."""
+        ...
+
+    async def append_encoded(
+        self, data: bytes, count: int, *, msg_id: str | None = None
+    ) -> list[int]:
+        """Append ``count`` events already encoded as JSONL (``encode_events``); their positions."""
+        ...
+
+    def read(
+        self,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        decoder: msgspec.json.Decoder[Any] | None = None,
+    ) -> AsyncIterator[Batch]:
+        """Batches of the events from ``start`` (a batch's ``end`` or an event's position) on.
+
+        Stops at the end of the log as it is now, or before the first event at or
+        past ``end``. ``decoder`` replaces the ``Event`` decoder (a partitioned
+        replay decodes some types to their ``ts`` only).
+        """
+        ...
+
+    def follow(self, start: int = 0) -> AsyncIterator[Batch]:
+        """Batches from ``start`` on, forever: the backlog, then each append as it lands."""
+        ...
+
+    async def end(self) -> int:
+        """The position after the last event (where a reader that read everything resumes)."""
+        ...
+
+    async def first(self) -> int:
+        """The position of the oldest event still held (retention may have removed older ones)."""
+        ...
+
+    async def identity(self, position: int) -> str:
+        """A digest that stays the same while the log only grows past ``position``.
+
+        A checkpoint taken at ``position`` is trusted only while its identity
+        still matches: a replaced, rewritten or re-created log gives another one.
+        """
+        ...
+
+    async def sync(self) -> None:
+        """Make every acknowledged append durable (as far as the backend can)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the bus: locks, files, connections. Appends after this fail."""
+        ...
+
+    async def __aenter__(self) -> Bus: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
