@@ -14,11 +14,11 @@ from bus.events import encode_events as encode_events
 from bus.events import event_json_schema as event_json_schema
 from bus.events import stamp as stamp
 from bus.follower import follow as follow
+from bus.lines import Batch as Batch
+from bus.lines import ReadStats as ReadStats
 from bus.quarantine import Quarantine as Quarantine
 from bus.quarantine import QuarantineEntry as QuarantineEntry
-from bus.reader import Batch as Batch
 from bus.reader import BusReader as BusReader
-from bus.reader import ReadStats as ReadStats
 from bus.scan import LogReport as LogReport
 from bus.scan import scan_log as scan_log
 from bus.segments import Segment as Segment
