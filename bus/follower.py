@@ -13,7 +13,7 @@ import anyio
 import anyio.lowlevel
 
 from bus.reader import Batch, BusReader
-from bus.segments import bus_dir, list_segments
+from bus.segments import list_segments
 
 __all__ = ["follow"]
 
@@ -38,12 +38,12 @@ async def follow(
 
     New lines arrive within about ``poll_interval`` of their append; rotation
     is followed. Each batch's ``end`` is where to resume after a restart.
-    Pass ``reader`` to share its quarantine and ``stats``.
+    Pass ``reader`` to share its quarantine and ``stats`` (and to follow its ``bus``).
     """
     if poll_interval <= 0:
         raise ValueError("poll_interval must be positive")
     reader = reader if reader is not None else BusReader(data_dir)
-    bus = bus_dir(data_dir)
+    bus = reader.bus
     position = offset
     seen: tuple[int, int] | None = None
     while True:

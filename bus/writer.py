@@ -18,6 +18,16 @@ always      nothing lost                         nothing (``fdatasync`` before r
 previous sync, and on ``sync()`` and ``close()``; a long-lived process with idle
 periods (the server) should also call ``sync()`` on a timer so the last events
 of a burst do not wait for the next append.
+
+An append with a ``msg_id`` is de-duplicated through ``bus/MSGIDS``
+(``bus.dedup``): under the flock, an id seen within ``dedup_window_s`` whose
+bytes are still in the log appends nothing and answers the first append's
+offsets (read back from the log). The id's record is written before the batch,
+with a CRC-32 of the batch, so a crash between the two leaves a record that
+matches nothing, never a batch without its record. Under ``always`` the record
+is ``fdatasync``ed before the batch is written; under ``interval`` and
+``never`` a power loss may keep a batch and lose its record, and a retry after
+it appends the batch again.
 """
 
 from __future__ import annotations
@@ -27,37 +37,23 @@ import fcntl
 import os
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 from itertools import accumulate, repeat
 from operator import add
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Final, Literal, Self
+from typing import Final, Self
 
-import msgspec
-
+from bus.config import DEFAULT_CONFIG, BusConfig, Durability
+from bus.dedup import IdRecord, RecentIds
 from bus.errors import BusError, BusFull
 from bus.events import Event, encode_events, stamp
 from bus.segments import bus_dir, list_segments, lock_path, segment_name
 
 __all__ = ["DEFAULT_CONFIG", "BusConfig", "BusWriter", "Durability", "line_offsets"]
 
-Durability = Literal["never", "interval", "always"]
-
-_MIB: Final = 1 << 20
 _SEGMENT_FLAGS: Final = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-
-
-class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The ``[bus]`` table of ``tally.toml``."""
-
-    segment_bytes: Annotated[int, msgspec.Meta(gt=0)] = 256 * _MIB
-    durability: Durability = "interval"
-    fsync_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
-
-
-#: The default configuration (a module-level value, so it is built once).
-DEFAULT_CONFIG: Final = BusConfig()
 
 
 def _line_lengths(data: bytes) -> list[int]:
@@ -96,12 +92,15 @@ class BusWriter:
     """Appends batches of events to the log in ``data_dir``; safe across threads and processes.
 
     Each process (or component) opens its own writer; all of them serialise on
-    ``flock(bus/LOCK)``, so concurrent batches never interleave.
+    ``flock(bus/LOCK)``, so concurrent batches never interleave. ``bus`` is the
+    segments' directory when it is not ``<data_dir>/bus``.
     """
 
-    def __init__(self, data_dir: Path, config: BusConfig = DEFAULT_CONFIG) -> None:
+    def __init__(
+        self, data_dir: Path, config: BusConfig = DEFAULT_CONFIG, *, bus: Path | None = None
+    ) -> None:
         self.config = config
-        self._bus = bus_dir(data_dir)
+        self._bus = bus if bus is not None else bus_dir(data_dir)
         try:
             self._bus.mkdir(parents=True, exist_ok=True)
             self._dir_fd = os.open(self._bus, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -120,21 +119,27 @@ class BusWriter:
         self._ours = -1  # segment size right after our last write (-1: unknown)
         self._dirty = False  # written since the last fdatasync
         self._last_sync = time.monotonic()
+        self._ids = RecentIds(self._bus, config.dedup_window_s)
 
     # -- appending -----------------------------------------------------------
 
-    def append(self, events: Sequence[Event]) -> list[int]:
-        """Stamp missing ``ts``, encode and append ``events``; return each one's global offset."""
+    def append(self, events: Sequence[Event], *, msg_id: str | None = None) -> list[int]:
+        """Stamp missing ``ts``, encode and append ``events``; return each one's global offset.
+
+        With ``msg_id``, a batch appended under the same id within the window is
+        not appended again: its offsets are returned.
+        """
         if not events:
             return []
         data = encode_events(stamp(list(events)))
-        return self._append(data, _line_lengths(data))
+        return self._append(data, _line_lengths(data), msg_id)
 
-    def append_encoded(self, data: bytes, count: int) -> list[int]:
+    def append_encoded(self, data: bytes, count: int, *, msg_id: str | None = None) -> list[int]:
         """Append ``count`` already-encoded JSONL lines (each ``\\n``-terminated) as one batch.
 
         Returns each line's global offset. Raises ``ValueError`` (nothing
         written) if ``data`` does not hold exactly ``count`` terminated lines.
+        ``msg_id`` de-duplicates as in ``append``.
         """
         if not data:
             if count:
@@ -145,18 +150,27 @@ class BusWriter:
         lengths = _line_lengths(data)
         if len(lengths) != count:
             raise ValueError(f"expected {count} lines, got {len(lengths)}")
-        return self._append(data, lengths)
+        return self._append(data, lengths, msg_id)
 
-    def _append(self, data: bytes, lengths: list[int]) -> list[int]:
+    def _append(self, data: bytes, lengths: list[int], msg_id: str | None) -> list[int]:
         with self._thread_lock:
-            start = self._locked_write(data)
+            start, earlier = self._locked_write(data, msg_id)
+            if earlier is not None:
+                return line_offsets(earlier, start)
             self._after_write()
         return _offsets(lengths, start)
 
-    def _locked_write(self, data: bytes) -> int:
+    def _locked_write(self, data: bytes, msg_id: str | None) -> tuple[int, bytes | None]:
+        """Write ``data`` under the flock: its start, and ``None``; or, for a duplicate
+        ``msg_id``, the first batch's start and bytes."""
         lock_fd = self._require_open()
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         try:
+            now = time.time()
+            if msg_id is not None and (record := self._ids.lookup(msg_id, now)) is not None:
+                earlier = self._read_back(record)
+                if earlier is not None:
+                    return record.start, earlier
             fd, size = self._active_segment()
             if size and (size != self._ours and os.pread(fd, 1, size - 1) != b"\n"):
                 _write_all(fd, b"\n")  # a writer died mid-line: end its fragment here
@@ -164,10 +178,13 @@ class BusWriter:
             if size >= self.config.segment_bytes:
                 fd, size = self._rotate(self._base + size)
             start = self._base + size
+            if msg_id is not None:
+                record = IdRecord(msg_id, start, start + len(data), zlib.crc32(data), now)
+                self._ids.add(record, sync=self.config.durability == "always")
             _write_all(fd, data)
             self._ours = size + len(data)
             self._dirty = True
-            return start
+            return start, None
         except OSError as exc:
             raise _bus_error(f"cannot append to the log in {self._bus}", exc) from exc
         finally:
@@ -184,6 +201,23 @@ class BusWriter:
                 pass
 
     # -- segments (called with the flock held) ---------------------------------
+
+    def _read_back(self, record: IdRecord) -> bytes | None:
+        """The bytes of an earlier batch, if they are still in the log as they were written."""
+        for seg in reversed(list_segments(self._bus)):
+            if seg.base <= record.start:
+                length = record.end - record.start
+                try:
+                    fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    return None
+                try:
+                    data = os.pread(fd, length, record.start - seg.base)
+                finally:
+                    os.close(fd)
+                ok = len(data) == length and zlib.crc32(data) == record.crc
+                return data if ok else None
+        return None
 
     def _active_segment(self) -> tuple[int, int]:
         """The active segment's fd and size; rescans if another process rotated."""
@@ -248,6 +282,7 @@ class BusWriter:
             try:
                 self._retire()
             finally:
+                self._ids.close()
                 os.close(self._lock_fd)
                 os.close(self._dir_fd)
                 self._lock_fd = None
