@@ -6,14 +6,14 @@ from a replaced or truncated log is reported and ignored, never trusted.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bus.segments import bus_dir, list_segments
+from bus.filebus import file_identity
+from bus.segments import bus_dir
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.snapshot import SnapshotError, decode_snapshot, encode_snapshot
@@ -25,37 +25,11 @@ log = logging.getLogger("tally.checkpoint")
 
 KEEP: Final = 2
 _SUFFIX: Final = ".snap"
-_HEAD_BYTES: Final = 4096
-_TAIL_BYTES: Final = 256
-
-
-def _read_at(data_dir: Path, offset: int, length: int) -> bytes:
-    """``length`` bytes of the log ending at global ``offset`` (fewer at the start)."""
-    start = max(0, offset - length)
-    out = bytearray()
-    for seg in list_segments(bus_dir(data_dir)):
-        size = seg.path.stat().st_size
-        lo, hi = max(start, seg.base), min(offset, seg.base + size)
-        if lo >= hi:
-            continue
-        with seg.path.open("rb") as fh:
-            fh.seek(lo - seg.base)
-            out += fh.read(hi - lo)
-    return bytes(out)
 
 
 def bus_identity(data_dir: Path, offset: int) -> str:
-    """A digest of the log's first bytes and of the bytes just before ``offset``.
-
-    Two logs agree on it when one is the other grown by appends; a replaced,
-    rewritten or truncated log (or one shorter than ``offset``) does not.
-    """
-    digest = hashlib.sha256()
-    digest.update(_read_at(data_dir, min(offset, _HEAD_BYTES), _HEAD_BYTES))
-    tail = _read_at(data_dir, offset, _TAIL_BYTES)
-    digest.update(len(tail).to_bytes(8, "big"))
-    digest.update(tail)
-    return f"{offset}:{digest.hexdigest()[:32]}"
+    """``bus.filebus.file_identity`` of the log in ``<data_dir>/bus`` (see ``Bus.identity``)."""
+    return file_identity(bus_dir(data_dir), offset)
 
 
 @dataclass(frozen=True, slots=True)
