@@ -1,7 +1,12 @@
-"""The durable log: event schema, segmented append-only JSONL files, writers, readers, scans."""
+"""The durable log: event schema, one bus contract, its backends (files, JetStream)."""
 
+from bus.config import BusConfig as BusConfig
+from bus.config import JetStreamConfig as JetStreamConfig
+from bus.contract import Bus as Bus
+from bus.contract import open_bus as open_bus
 from bus.errors import BusError as BusError
 from bus.errors import BusFull as BusFull
+from bus.errors import BusUnavailable as BusUnavailable
 from bus.errors import CorruptLine as CorruptLine
 from bus.errors import EventError as EventError
 from bus.errors import InvalidEvents as InvalidEvents
@@ -13,6 +18,7 @@ from bus.events import decode_event as decode_event
 from bus.events import encode_events as encode_events
 from bus.events import event_json_schema as event_json_schema
 from bus.events import stamp as stamp
+from bus.filebus import FileBus as FileBus
 from bus.follower import follow as follow
 from bus.lines import Batch as Batch
 from bus.lines import ReadStats as ReadStats
@@ -25,6 +31,5 @@ from bus.segments import Segment as Segment
 from bus.segments import bus_dir as bus_dir
 from bus.segments import list_segments as list_segments
 from bus.segments import segment_name as segment_name
-from bus.writer import BusConfig as BusConfig
 from bus.writer import BusWriter as BusWriter
 from bus.writer import Durability as Durability

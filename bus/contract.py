@@ -14,14 +14,19 @@ by URL.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
 
+from bus.config import BusConfig
+from bus.errors import BusError
 from bus.events import Event
-from bus.reader import Batch, ReadStats
+from bus.filebus import FileBus
+from bus.lines import Batch, ReadStats
+from bus.segments import bus_dir
 
-__all__ = ["Bus"]
+__all__ = ["Bus", "open_bus"]
 
 
 class Bus(Protocol):
@@ -88,3 +93,28 @@ class Bus(Protocol):
     async def __aenter__(self) -> Bus: ...
 
     async def __aexit__(self, *exc_info: object) -> None: ...
+
+
+def open_bus(url: str | None, data_dir: Path, config: BusConfig) -> Bus:
+    """The bus at ``url``: ``None`` or ``file:PATH`` (files; default ``<data_dir>/bus``) or
+    ``nats://HOST:PORT/STREAM`` (JetStream). Corrupt lines are quarantined in ``data_dir``.
+
+    Nothing is opened yet: the file bus creates its files on the first append, the
+    JetStream bus connects on ``__aenter__`` (or its first use).
+    """
+    if url is None or url in ("file:", "file://"):
+        return FileBus(bus_dir(data_dir), data_dir, config)
+    if url.startswith("file:"):
+        path = url.removeprefix("file://") if url.startswith("file://") else url[5:]
+        return FileBus(Path(path), data_dir, config)
+    if url.startswith("nats://"):
+        try:
+            import nats  # noqa: F401, PLC0415 - the extra is optional
+        except ImportError:
+            raise BusError(
+                f"the bus {url} needs the NATS client: pip install 'tally[nats]'"
+            ) from None
+        from bus.jetstream import JetStreamBus  # noqa: PLC0415 - imports nats
+
+        return JetStreamBus(url, data_dir, config)
+    raise BusError(f"unknown bus URL {url!r}: expected file:PATH or nats://HOST:PORT/STREAM")

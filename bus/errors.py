@@ -12,6 +12,7 @@ checks it against the classes)::
       * BusError (bus.errors)                               exit 1, HTTP 503
         * BusFull (bus.errors)                              exit 1, HTTP 507
         * OffsetError (bus.errors)                          exit 2, HTTP 400
+        * BusUnavailable (bus.errors)                       exit 1, HTTP 503
       * CorruptLine (bus.errors)                            exit 1, HTTP 500
       * EventError (bus.errors)                             exit 2, HTTP 400
       * InvalidEvents (bus.errors)                          exit 2, HTTP 400
@@ -37,6 +38,7 @@ from typing import ClassVar
 __all__ = [
     "BusError",
     "BusFull",
+    "BusUnavailable",
     "CorruptLine",
     "EventError",
     "InvalidEvents",
@@ -75,6 +77,15 @@ class OffsetError(BusError):
 
     exit_code = 2
     http_status = 400
+
+
+class BusUnavailable(BusError):
+    """Raised when the bus at a URL cannot be reached (a NATS server down or refusing)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the bus {url}: {reason}")
+        self.url = url
+        self.reason = reason
 
 
 class CorruptLine(TallyError):

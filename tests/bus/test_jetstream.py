@@ -1,0 +1,120 @@
+"""JetStreamBus beyond the contract: split batches, URLs, an unreachable server, a cluster."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bus.config import BusConfig, JetStreamConfig
+from bus.contract import open_bus
+from bus.errors import BusError, BusUnavailable
+from bus.events import LoopStarted, encode_events
+from bus.jetstream import LINE_BITS, JetStreamBus, parse_nats_url
+from tests.support.nats import NatsCluster, NatsServer, find_nats_server, nats_server
+
+pytestmark = pytest.mark.anyio
+
+__all__ = ["nats_server"]  # the fixture, used by name
+
+needs_server = pytest.mark.skipif(find_nats_server() is None, reason="nats-server not installed")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("nats://127.0.0.1:4222/tally", ("nats://127.0.0.1:4222", "tally")),
+        ("nats://host/T-1", ("nats://host", "T-1")),
+    ],
+)
+def test_urls(url: str, expected: tuple[str, str]) -> None:
+    assert parse_nats_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["nats://127.0.0.1:4222", "nats://h:1/a.b", "nats:///x"])
+def test_bad_urls_name_the_url(url: str) -> None:
+    with pytest.raises(BusError, match="bus URL"):
+        parse_nats_url(url)
+
+
+def test_open_bus_names_the_extra_when_nats_py_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "nats", None)
+    with pytest.raises(BusError, match=r"pip install 'tally\[nats\]'"):
+        open_bus("nats://127.0.0.1:4222/tally", tmp_path, BusConfig())
+
+
+def test_open_bus_refuses_an_unknown_scheme(tmp_path: Path) -> None:
+    with pytest.raises(BusError, match="unknown bus URL"):
+        open_bus("kafka://h/t", tmp_path, BusConfig())
+
+
+async def test_an_unreachable_server_is_one_clear_error(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    url = "nats://127.0.0.1:1/tally"
+    config = BusConfig(nats=JetStreamConfig(connect_timeout_s=1))
+    with caplog.at_level(logging.WARNING, logger="tally.bus"), pytest.raises(BusUnavailable) as err:
+        async with JetStreamBus(url, tmp_path, config):
+            pass
+    assert err.value.url == url
+    assert url in str(err.value)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@needs_server
+async def test_a_batch_over_max_payload_is_split_and_lands_whole(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    events = [LoopStarted(loop_id=f"loop-{i:06d}-" + "x" * 80, ts=1.0) for i in range(30_000)]
+    data = encode_events(events)  # about 3.5 MB: four messages of at most 1 MiB
+    async with JetStreamBus(f"{nats_server.url}/split", tmp_path) as bus:
+        positions = await bus.append_encoded(data, len(events), msg_id="big")
+        sequences = sorted({pos >> LINE_BITS for pos in positions})
+        assert len(sequences) > 1
+        assert sequences == list(range(sequences[0], sequences[-1] + 1))
+        assert await bus.append_encoded(data, len(events), msg_id="big") == positions
+        read = []
+        with anyio.fail_after(30):
+            async for batch in bus.read(0):
+                read += list(batch)
+        assert read == list(zip(positions, events, strict=True))
+        assert await bus.end() == (sequences[-1] + 1) << LINE_BITS
+
+
+@needs_server
+async def test_a_stream_on_three_nodes_survives_losing_one(tmp_path: Path) -> None:
+    cluster = NatsCluster(tmp_path / "cluster").start()
+    try:
+        config = BusConfig(nats=JetStreamConfig(replicas=3))
+        url = f"{cluster.urls[0]}/replicated"
+        with anyio.fail_after(60):
+            while True:  # the cluster elects its JetStream leader after the nodes start
+                try:
+                    async with JetStreamBus(url, tmp_path, config) as bus:
+                        first = await bus.append([LoopStarted(loop_id="a", ts=1.0)])
+                    break
+                except BusError:
+                    await anyio.sleep(0.5)
+        cluster.nodes[2].kill()
+        with anyio.fail_after(60):
+            while True:  # a stream whose leader was the killed node elects another
+                try:
+                    async with JetStreamBus(url, tmp_path, config) as bus:
+                        second = await bus.append([LoopStarted(loop_id="b", ts=2.0)])
+                        read = [pos async for batch in bus.read(0) for pos, _ in batch]
+                    break
+                except BusError:
+                    await anyio.sleep(0.5)
+        assert read == first + second
+    finally:
+        cluster.stop()
