@@ -1,13 +1,20 @@
 """Bus throughput: appends per durability policy beside raw os.write; reads beside decode_lines.
 
-Run: ``python -m benchmarks.bench_bus [--events N] [--out FILE]``. Everything happens
-in a temporary directory; each figure is the median of ``--repeat`` runs after a
-warm-up. Prints a table and writes JSON.
+Run: ``python -m benchmarks.bench_bus [--events N] [--out FILE] [--backends-only]``.
+Everything happens in a temporary directory; each figure is the median of ``--repeat``
+runs after a warm-up. Prints a table and writes JSON.
+
+``backend.*`` compares the two bus backends through the bus contract (``open_bus``):
+``append_encoded`` of batches of 1,000 and ``read()`` of the whole log, on the files
+and on JetStream (a real nats-server on loopback, file storage, one replica). An
+append figure is one timed fill of a fresh log (after a warm-up fill of another);
+``backend.nats_read_ratio_to_file`` is JetStream's read rate over the files'.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import tempfile
@@ -20,10 +27,12 @@ from pathlib import Path
 import msgspec
 
 from benchmarks.report import machine, write_json
+from bus.contract import open_bus
 from bus.events import Event, encode_events
 from bus.reader import BusReader
 from bus.segments import bus_dir, list_segments
 from bus.writer import BusConfig, BusWriter, Durability
+from tests.support.nats import NatsServer, find_nats_server
 from tests.support.workload import mixed_events, write_log
 
 POLICIES: tuple[Durability, ...] = ("never", "interval", "always")
@@ -167,6 +176,60 @@ def bench_read(root: Path, n_events: int, repeat: int) -> dict[str, float]:
     }
 
 
+async def _fill(url: str | None, data_dir: Path, encoded: list[bytes], counts: list[int]) -> float:
+    """Append every batch through the contract; events per second."""
+    async with open_bus(url, data_dir, BusConfig()) as bus:
+        start = time.perf_counter()
+        for data, n in zip(encoded, counts, strict=True):
+            await bus.append_encoded(data, n)
+        await bus.sync()
+        return sum(counts) / (time.perf_counter() - start)
+
+
+async def _read_all(url: str | None, data_dir: Path) -> int:
+    async with open_bus(url, data_dir, BusConfig()) as bus:
+        n = 0
+        async for batch in bus.read(0):
+            n += len(batch.events)
+        assert bus.stats.corrupt == 0
+        return n
+
+
+def bench_backends(root: Path, n_events: int, repeat: int) -> dict[str, float]:
+    """Append and read rates of the file bus and of JetStream, through ``open_bus``."""
+    events = list(mixed_events(n_events, seed=42))
+    batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
+    encoded = [encode_events(batch) for batch in batches]
+    counts = [len(batch) for batch in batches]
+    warm = max(1, len(encoded) // 20)
+    results: dict[str, float] = {}
+    server = None
+    backends: list[tuple[str, str | None, str | None]] = [("file", None, None)]
+    if find_nats_server() is not None:
+        server = NatsServer(root / "nats-store").start()
+        backends.append(("nats", f"{server.url}/bench", f"{server.url}/warmup"))
+    try:
+        for name, url, warm_url in backends:
+            data_dir = root / f"backend-{name}"
+            data_dir.mkdir()
+            warm_dir = root / f"backend-{name}-warm"
+            warm_dir.mkdir()
+            asyncio.run(_fill(warm_url, warm_dir, encoded[:warm], counts[:warm]))
+            rate = asyncio.run(_fill(url, data_dir, encoded, counts))
+            results[f"backend.{name}_append_batch{BATCH}_events_per_s"] = rate
+            results[f"backend.{name}_read_events_per_s"] = _median_rate(
+                lambda url=url, data_dir=data_dir: asyncio.run(_read_all(url, data_dir)), repeat
+            )
+    finally:
+        if server is not None:
+            server.stop()
+    if "backend.nats_read_events_per_s" in results:
+        results["backend.nats_read_ratio_to_file"] = (
+            results["backend.nats_read_events_per_s"] / results["backend.file_read_events_per_s"]
+        )
+    return results
+
+
 def run(
     quick: bool,
     *,
@@ -223,6 +286,8 @@ def _table(results: dict[str, float]) -> str:
     for key, value in results.items():
         if key.endswith("_per_s"):
             text = f"{value / 1e6:10.3f} M/s"
+        elif "ratio_to_file" in key:
+            text = f"{value:10.3f} x  (JetStream rate / file rate)"
         elif "ratio" in key:
             text = f"{value:10.3f} x  (time / time of bare decode)"
         else:
@@ -237,11 +302,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--append-events", type=int, default=200_000, help="events per append run")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results-bus.json"))
+    parser.add_argument(
+        "--backends-only", action="store_true", help="only the file-vs-JetStream figures"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tally-bench-bus-") as tmp:
         root = Path(tmp)
-        results = bench_append(root, args.append_events, args.repeat)
-        results |= bench_read(root, args.events, args.repeat)
+        results: dict[str, float] = {}
+        if not args.backends_only:
+            results |= bench_append(root, args.append_events, args.repeat)
+            results |= bench_read(root, args.events, args.repeat)
+        results |= bench_backends(root, args.events, args.repeat)
     print(_table(results))
     meta = machine(
         repeat=args.repeat,

@@ -395,19 +395,20 @@ class JetStreamBus:
             yield self._decode(lines, msg.data, seq, start, end)
             if seq >= stop or pending == 0:
                 return
-            await anyio.lowlevel.checkpoint()
 
     async def follow(self, start: int = 0) -> AsyncIterator[Batch]:
         """Batches from ``start`` on, forever: the backlog, then each append as it lands."""
         lines = self._lines(None)
         async for msg, seq, _ in self._messages(start, forever=True):
             yield self._decode(lines, msg.data, seq, start, None)
-            await anyio.lowlevel.checkpoint()
 
     async def _messages(
         self, start: int, *, forever: bool = False
     ) -> AsyncIterator[tuple[Msg, int, int]]:
-        """``(message, sequence, pending after it)`` from the message holding ``start`` on."""
+        """``(message, sequence, pending after it)`` from the message holding ``start`` on.
+
+        Each ``next_msg`` runs in a task of its own, so every message yields to the loop.
+        """
         js = await self._context()
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -456,7 +457,8 @@ class JetStreamBus:
             payload = payload[: len(payload) - len(_skip_lines(payload, keep))]
             batch_end = end
         excess = b""
-        if skip + payload.count(b"\n") > _MAX_LINES:
+        # a payload shorter than _MAX_LINES bytes cannot hold too many lines: skip the count
+        if len(payload) > _MAX_LINES - skip and skip + payload.count(b"\n") > _MAX_LINES:
             excess = _skip_lines(payload, _MAX_LINES - skip)
             payload = payload[: len(payload) - len(excess)]
         batch = lines.decode(payload, base + skip, batch_end, indexed=True)

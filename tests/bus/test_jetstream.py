@@ -101,16 +101,18 @@ async def test_a_stream_on_three_nodes_survives_losing_one(tmp_path: Path) -> No
             while True:  # the cluster elects its JetStream leader after the nodes start
                 try:
                     async with JetStreamBus(url, tmp_path, config) as bus:
-                        first = await bus.append([LoopStarted(loop_id="a", ts=1.0)])
+                        first = await bus.append([LoopStarted(loop_id="a", ts=1.0)], msg_id="a")
                     break
                 except BusError:
                     await anyio.sleep(0.5)
         cluster.nodes[2].kill()
         with anyio.fail_after(60):
-            while True:  # a stream whose leader was the killed node elects another
+            # a stream whose leader was the killed node elects another; an append that
+            # timed out meanwhile may still have landed: the retry's msg_id keeps it once
+            while True:
                 try:
                     async with JetStreamBus(url, tmp_path, config) as bus:
-                        second = await bus.append([LoopStarted(loop_id="b", ts=2.0)])
+                        second = await bus.append([LoopStarted(loop_id="b", ts=2.0)], msg_id="b")
                         read = [pos async for batch in bus.read(0) for pos, _ in batch]
                     break
                 except BusError:
