@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from bus.errors import BusError, OffsetError
+from bus.errors import OffsetError
 from bus.lines import Batch, LineDecoder, ReadStats
 from bus.quarantine import MAX_RAW_BYTES, Quarantine
 from bus.segments import Segment, bus_dir, list_segments
