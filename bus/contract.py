@@ -74,6 +74,10 @@ class Bus(Protocol):
         """The position of the oldest event still held (retention may have removed older ones)."""
         ...
 
+    async def size(self) -> int:
+        """Bytes the log holds now (what a full read costs, roughly; message overhead included)."""
+        ...
+
     async def identity(self, position: int) -> str:
         """A digest that stays the same while the log only grows past ``position``.
 

@@ -158,6 +158,10 @@ class FileBus:
         segments = list_segments(self.bus)
         return segments[0].base if segments else 0
 
+    async def size(self) -> int:
+        """The segments' total size."""
+        return sum(seg.size for seg in list_segments(self.bus))
+
     async def identity(self, position: int) -> str:
         """``file_identity`` of the log at ``position``."""
         return file_identity(self.bus, position)

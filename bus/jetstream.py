@@ -481,6 +481,11 @@ class JetStreamBus:
         info = await self._info()
         return info.state.first_seq << LINE_BITS
 
+    async def size(self) -> int:
+        """The stream's stored bytes (payloads, headers and per-message overhead)."""
+        info = await self._info()
+        return info.state.bytes
+
     async def identity(self, position: int) -> str:
         """The stream's name and creation time: a re-created stream is another log."""
         info = await self._info()

@@ -258,3 +258,10 @@ class TestBusContract:
         await harness.replace()
         async with harness.open() as bus:
             assert await bus.identity(position) != identity
+
+    async def test_size_grows_with_what_is_held(self, harness: Harness) -> None:
+        async with harness.open() as bus:
+            empty = await bus.size()
+            data = encode_events(_events("sized", 30))
+            await bus.append_encoded(data, 30)
+            assert await bus.size() >= empty + len(data)
