@@ -18,7 +18,14 @@ from projections.config import ProjectionConfig
 from projections.exposition.openmetrics import OpenMetricsHistory
 from projections.fold import Projection
 
-__all__ = ["DurationError", "fold_batches", "fold_steps", "parse_duration"]
+__all__ = [
+    "DurationError",
+    "StepFold",
+    "fold_batch",
+    "fold_batches",
+    "fold_steps",
+    "parse_duration",
+]
 
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w)?")
@@ -48,6 +55,14 @@ def _until(events: list[Event], until_ts: float) -> list[Event]:
     return [ev for ev in events if ev.ts is None or ev.ts <= until_ts]
 
 
+def fold_batch(projection: Projection, batch: Batch, until_ts: float | None = None) -> None:
+    """Fold one batch into ``projection``; with ``until_ts``, its events with ``ts <= until_ts``."""
+    if until_ts is None:
+        projection.fold_batch(batch)
+    else:
+        projection.fold_batch(batch, _until(batch.events, until_ts))
+
+
 def fold_batches(
     projection: Projection,
     batches: Iterable[Batch],
@@ -62,10 +77,7 @@ def fold_batches(
     batch with the offset folded up to.
     """
     for batch in batches:
-        if until_ts is None:
-            projection.fold_batch(batch)
-        else:
-            projection.fold_batch(batch, _until(batch.events, until_ts))
+        fold_batch(projection, batch, until_ts)
         if progress is not None:
             progress(batch.end)
     return projection
@@ -78,7 +90,16 @@ def fold_steps(
     step_s: float,
     until_ts: float | None = None,
 ) -> bytes:
-    """OpenMetrics with the state as of every ``step_s`` of event time, each sample timestamped.
+    """OpenMetrics with the state as of every ``step_s`` of event time (see ``StepFold``)."""
+    steps = StepFold(config=config, step_s=step_s, until_ts=until_ts)
+    for batch in batches:
+        steps.add(batch)
+    return steps.render()
+
+
+class StepFold:
+    """The state as of every ``step_s`` of event time, each sample set timestamped: ``add``
+    the log's batches in order, then ``render`` OpenMetrics.
 
     Boundaries are ``t0 + k * step_s`` for ``k = 0, 1, ...`` where ``t0`` is the
     first event's ``ts``; the state at a boundary holds every event folded before
@@ -86,14 +107,23 @@ def fold_steps(
     after the final event. An event whose ``ts`` lies behind the clock counts in
     the step in which it appears in the log. An empty log gives just ``# EOF``.
     """
-    if not (math.isfinite(step_s) and step_s > 0):
-        raise DurationError(f"step must be a positive duration, got {step_s!r} s")
-    history = OpenMetricsHistory()
-    projection = Projection(config)
-    t0: float | None = None
-    k = 0
-    boundary = math.inf
-    for batch in batches:
+
+    def __init__(
+        self, *, config: ProjectionConfig, step_s: float, until_ts: float | None = None
+    ) -> None:
+        if not (math.isfinite(step_s) and step_s > 0):
+            raise DurationError(f"step must be a positive duration, got {step_s!r} s")
+        self.step_s = step_s
+        self.until_ts = until_ts
+        self.history = OpenMetricsHistory()
+        self.projection = Projection(config)
+        self.t0: float | None = None
+        self.k = 0
+        self.boundary = math.inf
+
+    def add(self, batch: Batch) -> None:
+        """Fold the next batch of the log, adding a sample set at each boundary it passes."""
+        projection, history, until_ts = self.projection, self.history, self.until_ts
         pairs = list(batch)
         if until_ts is not None:
             pairs = [(off, ev) for off, ev in pairs if ev.ts is None or ev.ts <= until_ts]
@@ -102,20 +132,23 @@ def fold_steps(
             ts = ev.ts
             if ts is None or not math.isfinite(ts):
                 continue
-            if t0 is None:
-                t0 = boundary = ts
+            if self.t0 is None:
+                self.t0 = self.boundary = ts
                 continue
-            if ts <= boundary:
+            if ts <= self.boundary:
                 continue
             projection.fold_events([e for _, e in pairs[start:i]])
             start = i
             projection.offset = offset
             families = projection.families()
-            while ts > boundary:
-                history.add(boundary, families)
-                k += 1
-                boundary = t0 + k * step_s
+            while ts > self.boundary:
+                history.add(self.boundary, families)
+                self.k += 1
+                self.boundary = self.t0 + self.k * self.step_s
         projection.fold_batch(batch, [e for _, e in pairs[start:]])
-    if t0 is not None:
-        history.add(boundary, projection.families())
-    return history.render()
+
+    def render(self) -> bytes:
+        """The history so far, ending with the sample set at the last boundary, and ``# EOF``."""
+        if self.t0 is not None:
+            self.history.add(self.boundary, self.projection.families())
+        return self.history.render()
