@@ -486,6 +486,11 @@ class JetStreamBus:
         info = await self._info()
         return info.state.bytes
 
+    async def messages(self) -> int:
+        """How many messages (appended batches) the stream holds."""
+        info = await self._info()
+        return info.state.messages
+
     async def identity(self, position: int) -> str:
         """The stream's name and creation time: a re-created stream is another log."""
         info = await self._info()

@@ -2,17 +2,19 @@
 
 Reads render the worker's in-memory state; writes validate everything, then
 go through the group committer. This process's own gauges and request counts
-are overlaid at render and never written to the log.
+are overlaid at render and never written to the log. Offsets in answers are the
+bus's positions (byte offsets on the file bus); ``bus`` names the bus by URL.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -33,6 +35,9 @@ from server.live.worker import ProjectionWorker
 __all__ = ["App", "tally_version"]
 
 log = logging.getLogger("tally.app")
+
+#: An ``Idempotency-Key``: 1 to 200 printable ASCII characters.
+_IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,200}")
 
 
 def _reading(spec: cat.FamilySpec, value: float) -> AnyFamily:
@@ -123,12 +128,13 @@ class App:
 
     # -- rendering -------------------------------------------------------------
 
-    def overlay(self) -> list[AnyFamily]:
-        """This process's own families (``catalogue.SERVER``), merged over the projection's."""
+    def overlay(self, end: int) -> list[AnyFamily]:
+        """This process's own families (``catalogue.SERVER``), merged over the projection's;
+        ``end`` is the bus's end."""
         last = self.worker.last_checkpoint
         readings = {
             cat.UPTIME: time.monotonic() - self.started,
-            cat.END_OFFSET: float(self.worker.reader.end_offset()),
+            cat.END_OFFSET: float(end),
             cat.CHECKPOINT_OFFSET: float(last.offset) if last else -1.0,
             cat.SSE_SUBSCRIBERS: float(len(self.hub.subscribers)),
             cat.SSE_FRAMES: float(self.hub.frames_total),
@@ -137,23 +143,24 @@ class App:
         }
         return [_reading(spec, readings[spec.name]) for spec in cat.SERVER]
 
-    def families(self) -> list[AnyFamily]:
+    def families(self, end: int) -> list[AnyFamily]:
         """The projection's families with this server's own requests counted in, and the
         overlay; sorted by name."""
         folded = self.worker.projection.families(api_requests=self.requests)
         merged: dict[str, AnyFamily] = {f.name: f for f in folded}
-        for family in self.overlay():
+        for family in self.overlay(end):
             merged[family.name] = family
         return [merged[name] for name in sorted(merged)]
 
-    def render(self, fmt: Format) -> bytes:
-        return render(self.families(), fmt, loops=self.worker.projection.loops())
+    async def render(self, fmt: Format) -> bytes:
+        end = await self.worker.end()
+        return render(self.families(end), fmt, loops=self.worker.projection.loops())
 
     # -- handlers --------------------------------------------------------------
 
     async def metrics(self, request: Request) -> Response:
         fmt = negotiate(request.header("accept"))
-        body = self.render(fmt)
+        body = await self.render(fmt)
         return gzip_if_accepted(request, Response(200, [("content-type", content_type(fmt))], body))
 
     async def api_metrics(self, request: Request) -> Response:
@@ -161,19 +168,24 @@ class App:
         fmt = _format(name)
         if fmt is None:
             return Response.json(400, {"error": f"format must be one of {', '.join(FORMATS)}"})
-        body = self.render(fmt)
+        body = await self.render(fmt)
         return gzip_if_accepted(request, Response(200, [("content-type", content_type(fmt))], body))
 
     async def status(self, request: Request) -> Response:
-        projection = self.worker.projection
-        end = self.worker.reader.end_offset()
-        last = self.worker.last_checkpoint
+        worker = self.worker
+        end = await worker.end()
+        projection = worker.projection
+        last = worker.last_checkpoint
         body: dict[str, Any] = {
             "version": self.version,
             "uptime_s": time.monotonic() - self.started,
-            "ready": self.worker.ready.is_set(),
+            "ready": worker.ready.is_set(),
+            "bus": worker.bus.url,
             "folded_offset": projection.offset,
             "end_offset": end,
+            "first_position": worker.first_position,
+            "skipped_from": worker.skipped_from,
+            "skipped_to": worker.skipped_to,
             "lag_bytes": max(0, end - projection.offset),
             "events_by_type": dict(sorted(projection.events_by_type.items())),
             "corrupt_lines": projection.corrupt_lines,
@@ -203,10 +215,21 @@ class App:
     async def post_events(self, request: Request) -> Response:
         ctype = (request.header("content-type") or "").split(";")[0].strip().lower()
         jsonl = ctype in ("application/x-ndjson", "application/jsonl")
+        key = request.header("idempotency-key")
+        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+            return Response.json(
+                400, {"error": "Idempotency-Key must be 1 to 200 printable ASCII characters"}
+            )
         events = events_from_body(request.body, jsonl=jsonl)  # InvalidEvents: 400, see __call__
-        offsets = await self.committer.submit(events)
+        offsets = await self.committer.submit(events, key)
         return Response.json(
-            200, {"appended": len(offsets), "first_offset": offsets[0], "last_offset": offsets[-1]}
+            200,
+            {
+                "appended": len(offsets),
+                "first_offset": offsets[0],
+                "last_offset": offsets[-1],
+                "bus": self.worker.bus.url,
+            },
         )
 
     async def post_reset(self, request: Request) -> Response:

@@ -19,11 +19,11 @@ from typing import Final
 
 import msgspec
 
+from bus.contract import Bus, open_bus
 from bus.errors import OffsetError, TallyError
 from bus.events import Event, event_json_schema
+from bus.lines import Batch
 from bus.quarantine import QUARANTINE_NAME
-from bus.reader import Batch, BusReader
-from bus.segments import bus_dir
 from bus.validate import events_from_body, events_from_jsonl, events_from_pairs
 from projections.exposition.formats import FORMATS
 from server.config import TallyConfig, load_config
@@ -55,6 +55,17 @@ def _log_dir(args: argparse.Namespace) -> Path:
 
 def _config(args: argparse.Namespace) -> TallyConfig:
     return load_config(_data_dir(args))
+
+
+def _bus_url(args: argparse.Namespace, config: TallyConfig) -> str | None:
+    """``--bus``, else ``$TALLY_BUS`` (read in ``main``), else ``[bus] url``; ``None``: files."""
+    return args.bus or args.bus_env or config.bus.url
+
+
+def _open_bus(args: argparse.Namespace, config: TallyConfig | None = None) -> Bus:
+    """The bus this command works on (not opened yet: ``async with`` it)."""
+    config = config if config is not None else _config(args)
+    return open_bus(_bus_url(args, config), _data_dir(args), config.bus)
 
 
 def _offset(text: str) -> int:
@@ -97,12 +108,18 @@ def _read_emit_input(args: argparse.Namespace) -> list[Event]:
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
-    from bus.writer import BusWriter
+    import anyio
 
     events = _read_emit_input(args)  # validates everything before any byte is written
-    data_dir = _data_dir(args)
-    with BusWriter(data_dir, _config(args).bus) as writer:
-        offsets = writer.append(events)
+    if args.id is not None and not args.id:
+        raise UsageError("--id must not be empty")
+    bus = _open_bus(args)
+
+    async def run() -> list[int]:
+        async with bus:
+            return await bus.append(events, msg_id=args.id)
+
+    offsets = anyio.run(run)
     sys.stdout.write("".join(f"{offset}\n" for offset in offsets))
     return 0
 
@@ -111,20 +128,36 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from bus.scan import scan_log
+    import anyio
+
+    from bus.scan import LogReport, missing_log, scan_log
 
     data_dir = _data_dir(args)
-    if not bus_dir(data_dir).is_dir():
-        raise UsageError(f"no bus at {bus_dir(data_dir)} (see --data-dir)")
-    report = scan_log(data_dir)
+    bus = _open_bus(args)
+    where = missing_log(bus)
+    if where is not None:
+        raise UsageError(f"no bus at {where} (see --data-dir)")
+
+    async def run() -> LogReport:
+        async with bus:
+            return await scan_log(bus)
+
+    report = anyio.run(run)
     quarantine = str(data_dir / QUARANTINE_NAME)
     if args.json:
         doc = {"data_dir": str(data_dir), **msgspec.to_builtins(report), "quarantine": quarantine}
+        if report.segments is None:
+            doc["bus"] = bus.url
         sys.stdout.write(_json.encode(doc).decode() + "\n")
     else:
-        lines = [
-            f"data dir        {data_dir}",
-            f"segments        {report.segments}",
+        lines = [f"data dir        {data_dir}"]
+        if report.segments is not None:
+            lines.append(f"segments        {report.segments}")
+        else:
+            lines.append(f"bus             {bus.url}")
+        if report.messages is not None:
+            lines.append(f"messages        {report.messages}")
+        lines += [
             f"bytes           {report.bytes}",
             f"events          {report.events}",
             *(f"  {tag:<22}{n}" for tag, n in report.events_by_type.items()),
@@ -132,8 +165,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             + (f" (see {quarantine})" if report.corrupt_lines else ""),
             f"unknown events  {report.unknown_events}",
             *(f"  {tag:<22}{n}" for tag, n in report.unknown_types.items()),
-            f"torn tail       {'yes' if report.torn_tail else 'no'}",
         ]
+        if report.torn_tail is not None:
+            lines.append(f"torn tail       {'yes' if report.torn_tail else 'no'}")
         sys.stdout.write("\n".join(lines) + "\n")
     return 1 if report.corrupt_lines else 0
 
@@ -151,29 +185,26 @@ def _tail_lines(batch: Batch) -> bytes:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    data_dir = _log_dir(args)
-    reader = BusReader(data_dir)
-    offset = args.from_offset
-    try:
-        batches = reader.read_from(offset)
-    except OffsetError as exc:
-        raise UsageError(f"--from-offset: {exc}") from exc
-    out = sys.stdout.buffer
-    for batch in batches:
-        out.write(_tail_lines(batch))
-        offset = batch.end
-    out.flush()
-    if not args.follow:
-        return 0
-
     import anyio
 
-    from bus.follower import follow
+    _log_dir(args)
+    bus = _open_bus(args)
+    out = sys.stdout.buffer
 
     async def run() -> None:
-        async for batch in follow(data_dir, offset):
-            out.write(_tail_lines(batch))
+        async with bus:
+            position = args.from_offset
+            try:
+                async for batch in bus.read(position):
+                    out.write(_tail_lines(batch))
+                    position = batch.end
+            except OffsetError as exc:
+                raise UsageError(f"--from-offset: {exc}") from exc
             out.flush()
+            if args.follow:
+                async for batch in bus.follow(position):
+                    out.write(_tail_lines(batch))
+                    out.flush()
 
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(run)
@@ -192,16 +223,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # -- replay -----------------------------------------------------------------
 
 
-#: Replays of logs smaller than this finish too fast to need a progress line.
-PROGRESS_MIN_BYTES: Final = 64 << 20
+#: Replays that finish sooner than this need no progress line.
+PROGRESS_AFTER_S: Final = 1.0
 
 
 def _progress_printer() -> Callable[[int, int], None]:
+    import time
+
+    started = time.monotonic()
+    shown = False
+
     def progress(done: int, end: int) -> None:
-        if end < PROGRESS_MIN_BYTES:
+        nonlocal shown
+        if not shown and time.monotonic() - started < PROGRESS_AFTER_S:
             return
+        shown = True
         pct = 100.0 * done / end if end else 100.0
-        sys.stderr.write(f"\rreplaying {done:,}/{end:,} bytes ({pct:5.1f}%)")
+        sys.stderr.write(f"\rreplaying ({pct:5.1f}%)")
         if done >= end:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -209,11 +247,17 @@ def _progress_printer() -> Callable[[int, int], None]:
     return progress
 
 
-def _until_offset(data_dir: Path, until: int | None) -> int | None:
-    """``--until-offset``: somewhere in the log, from its start to its end."""
+def _until_offset(bus: Bus, until: int | None) -> int | None:
+    """``--until-offset``: a position from the log's start to its end."""
     if until is None:
         return None
-    end = BusReader(data_dir, quarantine=False).end_offset()
+    import anyio
+
+    async def run() -> int:
+        async with bus:
+            return await bus.end()
+
+    end = anyio.run(run)
     if until > end:
         raise UsageError(f"--until-offset {until} is beyond the end of the log ({end})")
     return until
@@ -236,8 +280,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from server.replay import replay, replay_steps
 
     data_dir = _log_dir(args)
-    config = _config(args).projections
-    until_offset = _until_offset(data_dir, args.until_offset)
+    tally_config = _config(args)
+    config = tally_config.projections
+    bus_url = _bus_url(args, tally_config)
+    until_offset = _until_offset(_open_bus(args, tally_config), args.until_offset)
     until_ts = args.until_ts
     if until_ts is not None and not math.isfinite(until_ts):
         raise UsageError("--until-ts must be a finite Unix time")
@@ -247,6 +293,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         body = replay_steps(
             data_dir,
             config=config,
+            bus_url=bus_url,
+            bus_config=tally_config.bus,
             step_s=_step_seconds(args.step),
             until_offset=until_offset,
             until_ts=until_ts,
@@ -260,6 +308,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     projection = replay(
         data_dir,
         config=config,
+        bus_url=bus_url,
+        bus_config=tally_config.bus,
         until_offset=until_offset,
         until_ts=until_ts,
         progress=progress,
@@ -285,7 +335,6 @@ def _conductor_root(what: str, path: str | None) -> Path | None:
 def cmd_import_conductor(args: argparse.Namespace) -> int:
     import anyio
 
-    from bus.writer import BusWriter
     from server.conductor.bridge import BlockReport, ConductorBridge
 
     root = _conductor_root("conductor-loop runs root", args.root)
@@ -296,14 +345,15 @@ def cmd_import_conductor(args: argparse.Namespace) -> int:
     def report(block: BlockReport) -> None:
         sys.stderr.write(f"tally import: {block.path}:{block.line}: {block.reason}\n")
 
-    with BusWriter(data_dir, _config(args).bus) as writer:
+    bus = _open_bus(args)
+    bridge = ConductorBridge(root, data_dir, bus, report=report)
 
-        async def append(events: list[Event]) -> list[int]:
-            return await anyio.to_thread.run_sync(writer.append, events)
+    async def run() -> None:
+        async with bus:
+            await bridge.run(follow=args.follow)
 
-        bridge = ConductorBridge(root, data_dir, append, report=report)
-        with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(lambda: bridge.run(follow=args.follow))
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(run)
     stats = bridge.stats
     sys.stdout.write(
         f"imported {stats.messages} messages ({stats.events} events) from {stats.files} files; "
@@ -337,6 +387,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(
         data_dir=_data_dir(args),
         config=config,
+        bus_url=_bus_url(args, config),
         host=args.host if args.host is not None else config.server.host,
         port=args.port if args.port is not None else config.server.port,
         demo=args.demo,
@@ -369,6 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"data directory (default: $TALLY_DATA_DIR or {DEFAULT_DATA_DIR})",
     )
+    common.add_argument(
+        "--bus",
+        metavar="URL",
+        help="the log: file:PATH or nats://HOST:PORT/STREAM "
+        "(default: $TALLY_BUS, else [bus] url in tally.toml, else file:DATA_DIR/bus)",
+    )
     parser = argparse.ArgumentParser(
         prog="tally", description="Event-sourced metrics for agent orchestration."
     )
@@ -384,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     emit.add_argument("type", nargs="?", help="event type, or - to read JSONL from stdin")
     emit.add_argument("pairs", nargs="*", metavar="key=value", help="event fields")
     emit.add_argument("--json", metavar="JSON", help="one JSON object or an array of them")
+    emit.add_argument(
+        "--id",
+        metavar="ID",
+        help="a message id: the same id again (within the bus's de-dup window) appends nothing "
+        "and prints the first append's positions",
+    )
     emit.set_defaults(func=cmd_emit, parser=emit)
 
     check = sub.add_parser(
@@ -472,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: argparse.ArgumentParser = args.parser
     if extra:  # reported by the command's own parser, so that the message names it
         command.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.bus_env = os.environ.get("TALLY_BUS") or None
     try:
         code: int = args.func(args)
     except BrokenPipeError:

@@ -12,17 +12,20 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Final
 
+import anyio
 import msgspec
 
-from bus.reader import BusReader
+from bus.config import DEFAULT_CONFIG, BusConfig
+from bus.contract import open_bus
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.partition import LIFECYCLE, TRAFFIC, Part, PartFold, merge
-from server.replay import fold_reader, replay
+from server.replay import fold_bus, replay
 
 __all__ = ["MIN_PARALLEL_BYTES", "replay_parallel"]
 
@@ -35,8 +38,17 @@ _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final = msgspec.msgpack.Decoder(PartFold)
 
 
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where a part reads from: each process opens the bus by URL on its own."""
+
+    data_dir: Path
+    url: str | None
+    config: BusConfig
+
+
 def _fold_part(
-    data_dir: Path,
+    source: _Source,
     part: Part,
     *,
     config: ProjectionConfig,
@@ -44,19 +56,23 @@ def _fold_part(
     until_ts: float | None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PartFold:
-    projection = fold_reader(
-        Projection(config, ticks=part.ticks),
-        BusReader(data_dir, quarantine=False, decoder=part.decoder),
-        until_offset=until_offset,
-        until_ts=until_ts,
-        progress=progress,
-    )
-    return PartFold(part=part.name, state=projection.export_state())
+    async def run() -> Projection:
+        async with open_bus(source.url, source.data_dir, source.config) as bus:
+            return await fold_bus(
+                Projection(config, ticks=part.ticks),
+                bus,
+                until_offset=until_offset,
+                until_ts=until_ts,
+                progress=progress,
+                decoder=part.decoder,
+            )
+
+    return PartFold(part=part.name, state=anyio.run(run).export_state())
 
 
 def _child(
     conn: Connection,
-    data_dir: Path,
+    source: _Source,
     config: ProjectionConfig,
     until_offset: int,
     until_ts: float | None,
@@ -65,7 +81,7 @@ def _child(
         conn.send_bytes(
             _encoder.encode(
                 _fold_part(
-                    data_dir, LIFECYCLE, config=config, until_offset=until_offset, until_ts=until_ts
+                    source, LIFECYCLE, config=config, until_offset=until_offset, until_ts=until_ts
                 )
             )
         )
@@ -73,26 +89,50 @@ def _child(
         conn.close()
 
 
+def _shape(source: _Source) -> tuple[int, int]:
+    """``(end, bytes held)`` of the bus."""
+
+    async def run() -> tuple[int, int]:
+        async with open_bus(source.url, source.data_dir, source.config) as bus:
+            return await bus.end(), await bus.size()
+
+    return anyio.run(run)
+
+
 def replay_parallel(
     data_dir: Path,
     *,
     config: ProjectionConfig,
+    bus_url: str | None = None,
+    bus_config: BusConfig = DEFAULT_CONFIG,
     until_offset: int | None = None,
     until_ts: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     min_bytes: int = MIN_PARALLEL_BYTES,
 ) -> Projection:
-    """``replay(...)`` folded on two cores where that is exact and worth it."""
-    end = BusReader(data_dir, quarantine=False).end_offset()
+    """``replay(...)`` folded on two cores where that is exact and worth it.
+
+    The fork happens before any event loop runs in this process; parent and child
+    each open the bus by URL (on JetStream, each reads the stream over its own
+    connection).
+    """
+    source = _Source(data_dir, bus_url, bus_config)
+    end, held = _shape(source)
     until = end if until_offset is None else min(until_offset, end)
 
     def one_pass() -> Projection:
         return replay(
-            data_dir, config=config, until_offset=until, until_ts=until_ts, progress=progress
+            data_dir,
+            config=config,
+            bus_url=bus_url,
+            bus_config=bus_config,
+            until_offset=until,
+            until_ts=until_ts,
+            progress=progress,
         )
 
     if (
-        until < min_bytes
+        held < min_bytes
         or (os.cpu_count() or 1) < 2
         or "fork" not in multiprocessing.get_all_start_methods()
     ):
@@ -100,13 +140,13 @@ def replay_parallel(
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(
-        target=_child, args=(send, data_dir, config, until, until_ts), daemon=True
+        target=_child, args=(send, source, config, until, until_ts), daemon=True
     )
     child.start()
     send.close()
     try:
         mine = _fold_part(
-            data_dir,
+            source,
             TRAFFIC,
             config=config,
             until_offset=until,

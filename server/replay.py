@@ -1,41 +1,62 @@
-"""Replays from a data directory: open the log, fold it from its start, as of now or the past.
+"""Replays from a bus: fold the log from its start, as of now or the past, on any backend.
 
-Rule: this module opens readers; the folding itself is ``projections.replay``'s, pure.
+Rule: this module opens buses (``bus.open_bus``) and reads them through the bus
+contract; the folding itself is ``projections.replay``'s, pure. The ``async``
+functions take an open bus; ``replay`` and ``replay_steps`` are the command
+line's: they open the bus by URL and run their own event loop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from bus.reader import BusReader
+import anyio
+import msgspec
+
+from bus.config import DEFAULT_CONFIG, BusConfig
+from bus.contract import Bus, open_bus
 from projections.config import ProjectionConfig
 from projections.fold import Projection
-from projections.replay import fold_batches, fold_steps
+from projections.replay import StepFold, fold_batch
 
-__all__ = ["fold_reader", "replay", "replay_steps"]
+__all__ = ["fold_bus", "replay", "replay_bus", "replay_steps", "replay_steps_bus"]
 
 
-def fold_reader(
+async def fold_bus(
     projection: Projection,
-    reader: BusReader,
+    bus: Bus,
     *,
     until_offset: int | None = None,
     until_ts: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    decoder: msgspec.json.Decoder[Any] | None = None,
 ) -> Projection:
-    """Fold what ``reader`` reads from the start of the log into ``projection`` (see ``replay``)."""
-    tick = None
+    """Fold the events of ``bus`` from its first one into ``projection`` (see ``replay``)."""
+    total = 0
     if progress is not None:
-        total = reader.end_offset()
+        total = await bus.end()
         if until_offset is not None:
             total = min(total, until_offset)
+    async for batch in bus.read(await bus.first(), until_offset, decoder=decoder):
+        fold_batch(projection, batch, until_ts)
+        if progress is not None:
+            progress(min(batch.end, total), total)
+    return projection
 
-        def tick(end: int) -> None:
-            progress(min(end, total), total)
 
-    return fold_batches(
-        projection, reader.read_from(0, until_offset), until_ts=until_ts, progress=tick
+async def replay_bus(
+    bus: Bus,
+    *,
+    config: ProjectionConfig,
+    until_offset: int | None = None,
+    until_ts: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Projection:
+    """Fold ``bus`` from its start into a fresh projection (see ``replay``)."""
+    return await fold_bus(
+        Projection(config), bus, until_offset=until_offset, until_ts=until_ts, progress=progress
     )
 
 
@@ -43,23 +64,46 @@ def replay(
     data_dir: Path,
     *,
     config: ProjectionConfig,
+    bus_url: str | None = None,
+    bus_config: BusConfig = DEFAULT_CONFIG,
     until_offset: int | None = None,
     until_ts: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Projection:
-    """Fold the log of ``data_dir`` from its start into a fresh projection.
+    """Fold the bus at ``bus_url`` (default: the files of ``data_dir``) into a fresh projection.
 
-    ``until_offset`` keeps the events that start before that byte offset;
-    ``until_ts`` keeps the events with ``ts <= until_ts`` wherever they are in the
-    log. ``progress(done, total)`` is called after each batch with byte offsets.
+    ``until_offset`` keeps the events positioned before it (on the file bus a byte
+    offset); ``until_ts`` keeps the events with ``ts <= until_ts`` wherever they
+    are in the log. ``progress(done, total)`` is called after each batch with
+    positions. Runs its own event loop: not for use inside one.
     """
-    return fold_reader(
-        Projection(config),
-        BusReader(data_dir),
-        until_offset=until_offset,
-        until_ts=until_ts,
-        progress=progress,
-    )
+
+    async def run() -> Projection:
+        async with open_bus(bus_url, data_dir, bus_config) as bus:
+            return await replay_bus(
+                bus,
+                config=config,
+                until_offset=until_offset,
+                until_ts=until_ts,
+                progress=progress,
+            )
+
+    return anyio.run(run)
+
+
+async def replay_steps_bus(
+    bus: Bus,
+    *,
+    config: ProjectionConfig,
+    step_s: float,
+    until_offset: int | None = None,
+    until_ts: float | None = None,
+) -> bytes:
+    """OpenMetrics with the state as of every ``step_s`` of event time (``StepFold``)."""
+    steps = StepFold(config=config, step_s=step_s, until_ts=until_ts)
+    async for batch in bus.read(await bus.first(), until_offset):
+        steps.add(batch)
+    return steps.render()
 
 
 def replay_steps(
@@ -67,9 +111,18 @@ def replay_steps(
     *,
     config: ProjectionConfig,
     step_s: float,
+    bus_url: str | None = None,
+    bus_config: BusConfig = DEFAULT_CONFIG,
     until_offset: int | None = None,
     until_ts: float | None = None,
 ) -> bytes:
-    """OpenMetrics with the state as of every ``step_s`` of event time (``fold_steps``)."""
-    batches = BusReader(data_dir).read_from(0, until_offset)
-    return fold_steps(batches, config=config, step_s=step_s, until_ts=until_ts)
+    """``replay_steps_bus`` of the bus at ``bus_url``; runs its own event loop."""
+    StepFold(config=config, step_s=step_s)  # a bad step fails before the bus is opened
+
+    async def run() -> bytes:
+        async with open_bus(bus_url, data_dir, bus_config) as bus:
+            return await replay_steps_bus(
+                bus, config=config, step_s=step_s, until_offset=until_offset, until_ts=until_ts
+            )
+
+    return anyio.run(run)

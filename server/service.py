@@ -1,7 +1,8 @@
-"""`tally serve`: wire the writer, worker, hub and HTTP server, then run until a signal.
+"""`tally serve`: wire the bus, worker, hub and HTTP server, then run until a signal.
 
 On SIGINT or SIGTERM: stop accepting, finish in-flight requests, write a
-final checkpoint, close the log, return (the command exits 0).
+final checkpoint, close the bus, return (the command exits 0). Several servers
+may fold one JetStream stream, each with its own data directory (checkpoints).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,8 +20,8 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
+from bus.contract import Bus, open_bus
 from bus.errors import TallyError
-from bus.writer import BusWriter
 from server.app import App
 from server.conductor.bridge import ConductorBridge
 from server.config import TallyConfig
@@ -50,6 +51,7 @@ class ServeOptions:
     data_dir: Path
     config: TallyConfig
     host: str
+    bus_url: str | None = None
     port: int
     demo: bool = False
     token: str | None = None
@@ -71,11 +73,10 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _every(period_s: float, action: object) -> None:
-    assert callable(action)
+async def _every(period_s: float, action: Callable[[], Awaitable[None]]) -> None:
     while True:
         await anyio.sleep(period_s)
-        action()
+        await action()
 
 
 async def _tick_hub(hub: SseHub, offset: Callable[[], int]) -> None:
@@ -100,9 +101,18 @@ async def serve(
         )
     config = options.config
     options.data_dir.mkdir(parents=True, exist_ok=True)
-    writer = BusWriter(options.data_dir, config.bus)
+    bus = open_bus(options.bus_url or config.bus.url, options.data_dir, config.bus)
+    async with bus:
+        await _serve(options, bus, task_status=task_status)
+
+
+async def _serve(
+    options: ServeOptions, bus: Bus, *, task_status: anyio.abc.TaskStatus[int]
+) -> None:
+    config = options.config
     worker = ProjectionWorker(
         options.data_dir,
+        bus,
         config.projections,
         checkpoint_every_events=config.server.checkpoint_every_events,
         checkpoint_every_s=config.server.checkpoint_every_s,
@@ -114,15 +124,13 @@ async def serve(
         heartbeat_s=config.server.sse_heartbeat_s,
         default_interval_s=config.server.sse_default_interval_s,
     )
-    committer = GroupCommitter(writer)
+    committer = GroupCommitter(bus)
     bridge = None
     if options.conductor_root is not None:  # refuse to start while another process imports
-        bridge = ConductorBridge(options.conductor_root, options.data_dir, committer.submit)
-        try:
-            bridge.open()
-        except BaseException:
-            writer.close()
-            raise
+        bridge = ConductorBridge(
+            options.conductor_root, options.data_dir, bus, append=committer.submit
+        )
+        await bridge.open()
         log.info("importing conductor-loop message buses under %s", options.conductor_root)
     app = App(
         worker,
@@ -147,12 +155,17 @@ async def serve(
                 services.start_soon(partial(bridge.run, follow=True))
             services.start_soon(_tick_hub, hub, lambda: worker.projection.offset)
             if config.bus.durability == "interval":
-                services.start_soon(_every, config.bus.fsync_interval_s, writer.sync)
+                services.start_soon(_every, config.bus.fsync_interval_s, bus.sync)
             if options.handle_signals:
                 services.start_soon(_on_signal, http)
             port = await services.start(http.serve)
             print(f"tally listening on {_url(options.host, port)}", flush=True)
-            log.info("data dir %s, durability %s", options.data_dir, config.bus.durability)
+            log.info(
+                "data dir %s, bus %s, durability %s",
+                options.data_dir,
+                bus.url,
+                config.bus.durability,
+            )
             if options.demo:
                 services.start_soon(run_demo, committer)
             task_status.started(port)
@@ -167,7 +180,6 @@ async def serve(
             finally:
                 if bridge is not None:
                     bridge.close()
-                writer.close()
 
 
 async def _on_signal(http: HttpServer) -> None:

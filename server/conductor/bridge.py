@@ -1,9 +1,11 @@
 """conductor-loop's message buses under a runs root, appended to tally's bus exactly once.
 
 Rule: a pass appends its events first and saves the file positions after; on
-start, every ``bus_message`` id found on the bus past the saved bus offset
+start, every ``bus_message`` id found on the bus past the saved bus position
 counts as already appended. So a crash between the two steps is caught up with
-neither a message counted twice nor one skipped.
+neither a message counted twice nor one skipped. Each pass's append carries a
+``msg_id`` derived from the files and message ids it holds, so a batch retried
+after a lost acknowledgement (a timeout from JetStream) lands once.
 
 Files are known by identity, not by path (see ``server.conductor.positions``): a
 rotation keeps its position, a truncated or rewritten file is read again from the
@@ -16,6 +18,7 @@ message becomes: ``server.conductor.events``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
@@ -30,8 +33,8 @@ import anyio
 import anyio.abc
 import msgspec
 
+from bus.contract import Bus
 from bus.events import Event
-from bus.reader import BusReader
 from server.conductor.events import entry_events, is_run_message
 from server.conductor.files import BusFile, discover, read_run_info
 from server.conductor.format import BusEntry, parse_bus
@@ -58,8 +61,8 @@ __all__ = [
 
 log = logging.getLogger("tally.conductor")
 
-#: Appends events to tally's bus and returns their offsets once written.
-AppendEvents = Callable[[list[Event]], Awaitable[list[int]]]
+#: Appends events to tally's bus as one batch under a msg_id; their positions once written.
+AppendEvents = Callable[[list[Event], str | None], Awaitable[list[int]]]
 
 DEFAULT_POLL_S: Final = 0.25
 RETRY_S: Final = 2.0  # pause after a failed pass while following
@@ -108,6 +111,12 @@ class _Pass:
     quiet: bool = True  # every file was parsed as quiet (its size seen twice)
     cut: bool = False  # stopped at MAX_BATCH_EVENTS; more to do at once
     runs: dict[tuple[str, str, str], RunInfo | None] = field(default_factory=dict)
+    #: Digest of the files and message ids of the events: the append's msg_id.
+    key: hashlib.blake2b = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
+
+    @property
+    def msg_id(self) -> str:
+        return f"conductor-{self.key.hexdigest()}"
 
 
 def _log_report(report: BlockReport) -> None:
@@ -115,21 +124,26 @@ def _log_report(report: BlockReport) -> None:
 
 
 class ConductorBridge:
-    """Imports every bus file under ``root``; ``run(follow=True)`` keeps doing it."""
+    """Imports every bus file under ``root`` into ``bus``; ``run(follow=True)`` keeps doing it.
+
+    ``append`` replaces ``bus.append`` (``tally serve`` goes through its group committer).
+    """
 
     def __init__(
         self,
         root: Path,
         data_dir: Path,
-        append: AppendEvents,
+        bus: Bus,
         *,
+        append: AppendEvents | None = None,
         report: Callable[[BlockReport], None] = _log_report,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = Path(root)
         self.data_dir = data_dir
         self.stats = BridgeStats()
-        self._append = append
+        self.bus = bus
+        self._append = append if append is not None else self._bus_append
         self._report = report
         self._clock = clock
         self._key = str(self.root.resolve())
@@ -143,21 +157,25 @@ class ConductorBridge:
 
     # -- lifetime -------------------------------------------------------------------
 
-    def open(self) -> None:
+    async def _bus_append(self, events: list[Event], msg_id: str | None) -> list[int]:
+        return await self.bus.append(events, msg_id=msg_id)
+
+    async def open(self) -> None:
         """Take the lock, load the positions and collect the ids appended since their save."""
         self._lock_fd = lock_positions(self.data_dir)
         try:
-            self._load()
+            await self._load()
         except BaseException:
             self.close()
             raise
 
-    def _load(self) -> None:
-        self._positions = load_positions(self.data_dir)
+    async def _load(self) -> None:
+        end = await self.bus.end()
+        self._positions = await anyio.to_thread.run_sync(load_positions, self.data_dir, end)
         states = self._positions.roots.get(self._key, [])
         self._states = {(s.dev, s.ino): s for s in states}
-        self._already, self._positions.bus_offset = appended_ids(
-            self.data_dir, self._positions.bus_offset
+        self._already, self._positions.bus_offset = await appended_ids(
+            self.bus, self._positions.bus_offset
         )
 
     def close(self) -> None:
@@ -180,7 +198,7 @@ class ConductorBridge:
         Opens the bridge unless ``open()`` was called already; closes it on the way out.
         """
         if self._lock_fd is None:
-            await anyio.to_thread.run_sync(self.open)
+            await self.open()
         try:
             task_status.started()
             while True:
@@ -207,16 +225,17 @@ class ConductorBridge:
         plan = await anyio.to_thread.run_sync(self._plan, quiet)
         if plan.events:
             try:
-                await self._append(plan.events)
+                await self._append(plan.events, plan.msg_id)
             except Exception:  # part of the batch may have landed: take it as appended
-                await anyio.to_thread.run_sync(self._recheck)
+                await self._recheck()
                 raise
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._commit, plan)
+            end = await self.bus.end()
+            await anyio.to_thread.run_sync(self._commit, plan, end)
         return plan.cut
 
-    def _recheck(self) -> None:
-        self._already, _ = appended_ids(self.data_dir, self._positions.bus_offset)
+    async def _recheck(self) -> None:
+        self._already, _ = await appended_ids(self.bus, self._positions.bus_offset)
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -305,7 +324,7 @@ class ConductorBridge:
                 for error in result.errors:
                     plan.reports.append(BlockReport(bus_file.path, error.line, error.reason))
                 for entry in result.entries:
-                    self._take(plan, entry, bus_file, skip)
+                    self._take(plan, entry, bus_file, ident, skip)
                     recent.append(entry.msg_id)
                 stalled = result.consumed == pos
                 pos, line = result.consumed, result.consumed_line
@@ -328,6 +347,7 @@ class ConductorBridge:
         plan: _Pass,
         entry: BusEntry,
         bus_file: BusFile,
+        ident: tuple[int, int],
         skip: set[str],
     ) -> None:
         """Add one message's events to the pass, unless it was appended already."""
@@ -347,6 +367,8 @@ class ConductorBridge:
             else:
                 plan.stats.runs_without_id += 1
         events = entry_events(entry, bus_file, run)
+        where = f"{ident[0]}:{ident[1]}:{bus_file.logical}:{entry.offset}"
+        plan.key.update(f"{where}\0{msg_id}\n".encode())
         plan.events.extend(events)
         plan.stats.messages += 1
         plan.stats.events += len(events)
@@ -360,7 +382,7 @@ class ConductorBridge:
             runs[key] = read_run_info(self.root, *key)
         return runs[key]
 
-    def _commit(self, plan: _Pass) -> None:
+    def _commit(self, plan: _Pass, end: int) -> None:
         """After the append: adopt the pass's positions, report its blocks, save.
 
         Memory is updated before the save, so a failed save never appends twice;
@@ -386,7 +408,6 @@ class ConductorBridge:
         total.rewritten += done.rewritten
         total.runs_without_id += done.runs_without_id
         total.passes += 1
-        end = BusReader(self.data_dir, quarantine=False).end_offset()
         if not changed and end - self._positions.bus_offset < IDLE_SAVE_BYTES:
             return
         if not self._already:  # else keep re-checking from where the unmatched ids are

@@ -24,9 +24,9 @@ from typing import Final
 
 import msgspec
 
+from bus.contract import Bus
 from bus.errors import BusError, TallyError
 from bus.events import BusMessage
-from bus.reader import BusReader
 from server.atomic import write_atomically
 
 __all__ = [
@@ -81,7 +81,7 @@ class Positions(msgspec.Struct, kw_only=True):
     """``<data-dir>/conductor/positions.json``."""
 
     version: int = 1
-    bus_offset: int = 0  # tally's bus end when saved; ids appended past it are re-checked
+    bus_offset: int = 0  # tally's bus end (a position) when saved; ids past it are re-checked
     roots: dict[str, list[FileState]] = {}
 
 
@@ -110,13 +110,13 @@ def lock_positions(data_dir: Path) -> int:
     return fd
 
 
-def load_positions(data_dir: Path) -> Positions:
-    """The saved positions; on first start, new ones at the bus's end, saved before any append."""
+def load_positions(data_dir: Path, bus_end: int) -> Positions:
+    """The saved positions; on first start, new ones at ``bus_end``, saved before any append."""
     path = positions_path(data_dir)
     try:
         return _decoder.decode(path.read_bytes())
     except FileNotFoundError:
-        positions = Positions(bus_offset=BusReader(data_dir, quarantine=False).end_offset())
+        positions = Positions(bus_offset=bus_end)
         save_positions(data_dir, positions)
         return positions
     except (msgspec.MsgspecError, OSError) as exc:
@@ -129,21 +129,32 @@ def save_positions(data_dir: Path, positions: Positions) -> None:
     write_atomically(positions_path(data_dir), _encoder.encode(positions))
 
 
-def appended_ids(data_dir: Path, offset: int) -> tuple[Counter[str], int]:
-    """``bus_message`` ids on the bus from ``offset`` on, and where the scan started."""
-    reader = BusReader(data_dir, quarantine=False)
-    if not 0 <= offset <= reader.end_offset():
-        log.warning("saved bus offset %d is past the end of the bus; checking all of it", offset)
-        offset = 0
+async def appended_ids(bus: Bus, offset: int) -> tuple[Counter[str], int]:
+    """``bus_message`` ids on ``bus`` from position ``offset`` on, and where the scan started."""
+    first, end = await bus.first(), await bus.end()
+    if not first <= offset <= end:
+        log.warning(
+            "saved bus offset %d is outside %s (%d to %d); checking all of it",
+            offset,
+            bus.url,
+            first,
+            end,
+        )
+        offset = first
     ids: Counter[str] = Counter()
     try:
-        batches = list(reader.read_from(offset))
+        await _collect_ids(bus, offset, ids)
     except BusError as exc:
         log.warning("saved bus offset %d unusable (%s); checking all of the bus", offset, exc)
-        offset, batches = 0, list(reader.read_from(0))
-    for batch in batches:
-        ids.update(ev.msg_id for ev in batch.events if type(ev) is BusMessage and ev.msg_id)
+        offset = first
+        ids.clear()
+        await _collect_ids(bus, offset, ids)
     return ids, offset
+
+
+async def _collect_ids(bus: Bus, offset: int, ids: Counter[str]) -> None:
+    async for batch in bus.read(offset):
+        ids.update(ev.msg_id for ev in batch.events if type(ev) is BusMessage and ev.msg_id)
 
 
 # -- file identity ------------------------------------------------------------------

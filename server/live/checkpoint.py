@@ -1,7 +1,8 @@
-"""Projection checkpoints: atomic snapshot files, the newest two kept.
+"""Projection checkpoints: atomic snapshot files in the data directory, the newest two kept.
 
-A snapshot carries the identity of the log it was folded from, so one taken
-from a replaced or truncated log is reported and ignored, never trusted.
+A snapshot carries the identity of the log it was folded from (``Bus.identity``
+at its position), so one taken from a replaced or truncated log, or from a
+deleted and re-created stream, is reported and ignored, never trusted.
 """
 
 from __future__ import annotations
@@ -12,24 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bus.filebus import file_identity
-from bus.segments import bus_dir
+from bus.contract import Bus
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.snapshot import SnapshotError, decode_snapshot, encode_snapshot
 from server.atomic import write_atomically
 
-__all__ = ["KEEP", "Checkpoint", "CheckpointStore", "bus_identity"]
+__all__ = ["KEEP", "Checkpoint", "CheckpointStore"]
 
 log = logging.getLogger("tally.checkpoint")
 
 KEEP: Final = 2
 _SUFFIX: Final = ".snap"
-
-
-def bus_identity(data_dir: Path, offset: int) -> str:
-    """``bus.filebus.file_identity`` of the log in ``<data_dir>/bus`` (see ``Bus.identity``)."""
-    return file_identity(bus_dir(data_dir), offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +35,11 @@ class Checkpoint:
 
 
 class CheckpointStore:
-    """``<data-dir>/snapshots/<20-digit offset>.snap`` files, written atomically."""
+    """``<data-dir>/snapshots/<20-digit position>.snap`` files of ``bus``, written atomically."""
 
-    def __init__(self, data_dir: Path, *, keep: int = KEEP) -> None:
+    def __init__(self, data_dir: Path, bus: Bus, *, keep: int = KEEP) -> None:
         self.data_dir = data_dir
+        self.bus = bus
         self.dir = data_dir / "snapshots"
         self.keep = keep
 
@@ -66,14 +62,21 @@ class CheckpointStore:
             found.append(Checkpoint(path, int(stem), mtime))
         return sorted(found, key=lambda c: c.offset, reverse=True)
 
-    def save(self, projection: Projection) -> Checkpoint:
+    async def save(self, projection: Projection) -> Checkpoint:
         """Write a snapshot of ``projection`` (temporary file, fsync, rename), prune old ones."""
-        return self.write(*self.prepare(projection))
+        return self.write(*await self.prepare(projection))
 
-    def prepare(self, projection: Projection) -> tuple[int, bytes]:
-        """Encode the state (must not run concurrently with the fold)."""
-        offset = projection.offset
-        return offset, encode_snapshot(projection, bus_identity=bus_identity(self.data_dir, offset))
+    async def prepare(self, projection: Projection) -> tuple[int, bytes]:
+        """Encode the state at its position, with the bus's identity there.
+
+        The encoding itself does not yield, so a fold in another task cannot tear
+        it; if the fold moved on while the identity was asked for, it is asked again.
+        """
+        while True:
+            offset = projection.offset
+            identity = await self.bus.identity(offset)
+            if projection.offset == offset:
+                return offset, encode_snapshot(projection, bus_identity=identity)
 
     def write(self, offset: int, data: bytes) -> Checkpoint:
         """Write encoded state atomically; may run in a thread."""
@@ -85,7 +88,7 @@ class CheckpointStore:
             old.path.unlink(missing_ok=True)
         return Checkpoint(final, offset, final.stat().st_mtime)
 
-    def load_latest(self, config: ProjectionConfig) -> Projection | None:
+    async def load_latest(self, config: ProjectionConfig) -> Projection | None:
         """The newest snapshot that is valid, compatible and of this log; ``None`` if none is.
 
         Each one passed over is logged with its reason; the caller then
@@ -97,12 +100,13 @@ class CheckpointStore:
             except (SnapshotError, OSError) as exc:
                 log.warning("ignoring checkpoint %s: %s", checkpoint.path, exc)
                 continue
-            expected = bus_identity(self.data_dir, meta.offset)
+            expected = await self.bus.identity(meta.offset)
             if meta.bus_identity != expected:
                 log.warning(
-                    "ignoring checkpoint %s: it was taken from another log "
-                    "(replaced or truncated since)",
+                    "ignoring checkpoint %s: it was taken from another log than %s "
+                    "(replaced, truncated or re-created since); folding the log from its start",
                     checkpoint.path,
+                    self.bus.url,
                 )
                 continue
             return projection

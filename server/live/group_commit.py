@@ -1,8 +1,10 @@
-"""Group commit: concurrent submissions share one locked write (and one fsync).
+"""Group commit: concurrent submissions share one append to the bus (and one fsync).
 
-A submission is acknowledged only after its bytes are written (and fsynced
-under the ``always`` policy). A failed write fails every submission of its
-group; nothing of a failed group is acknowledged.
+A submission is acknowledged only after the bus acknowledged its batch (on the
+file bus: written, and fsynced under the ``always`` policy). A failed append
+fails every submission of its group; nothing of a failed group is acknowledged.
+A submission with a ``msg_id`` is appended as a batch of its own, so that the
+id stands for exactly its events (a retry then gets exactly its positions).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 
+from bus.contract import Bus
 from bus.events import Event, encode_events, stamp
-from bus.writer import BusWriter
 
 __all__ = ["GroupCommitter", "Submission"]
 
@@ -22,16 +24,17 @@ __all__ = ["GroupCommitter", "Submission"]
 @dataclass(slots=True)
 class Submission:
     events: list[Event]
+    msg_id: str | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     offsets: list[int] = field(default_factory=list)
     error: BaseException | None = None
 
 
 class GroupCommitter:
-    """One writer task drains every waiting submission into a single append."""
+    """One task drains every waiting submission into a single append."""
 
-    def __init__(self, writer: BusWriter, *, max_group_events: int = 100_000) -> None:
-        self.writer = writer
+    def __init__(self, bus: Bus, *, max_group_events: int = 100_000) -> None:
+        self.bus = bus
         self.max_group_events = max_group_events
         self.groups_written = 0
         self.events_written = 0
@@ -39,9 +42,13 @@ class GroupCommitter:
         self._send = send
         self._receive = receive
 
-    async def submit(self, events: list[Event]) -> list[int]:
-        """Append ``events`` (already validated) and return their offsets once durable."""
-        submission = Submission(stamp(events))
+    async def submit(self, events: list[Event], msg_id: str | None = None) -> list[int]:
+        """Append ``events`` (already validated) and return their positions once acknowledged.
+
+        With ``msg_id``, the same id submitted again within the bus's de-dup window
+        appends nothing and returns the first submission's positions.
+        """
+        submission = Submission(stamp(events), msg_id)
         await self._send.send(submission)
         await submission.done.wait()
         if submission.error is not None:
@@ -51,27 +58,38 @@ class GroupCommitter:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """The writer task: runs until cancelled."""
+        """The committing task: runs until cancelled."""
         task_status.started()
+        carried: Submission | None = None
         async with self._receive:
-            async for first in self._receive:
+            while True:
+                if carried is None:
+                    try:
+                        first = await self._receive.receive()
+                    except anyio.EndOfStream:
+                        return
+                else:
+                    first, carried = carried, None
                 group = [first]
                 count = len(first.events)
-                while count < self.max_group_events:
+                while first.msg_id is None and count < self.max_group_events:
                     try:
                         nxt = self._receive.receive_nowait()
                     except anyio.WouldBlock:
                         break
+                    if nxt.msg_id is not None:  # goes alone, next
+                        carried = nxt
+                        break
                     group.append(nxt)
                     count += len(nxt.events)
-                await self._commit(group, count)
+                await self._commit(group, count, first.msg_id)
 
-    async def _commit(self, group: list[Submission], count: int) -> None:
+    async def _commit(self, group: list[Submission], count: int, msg_id: str | None) -> None:
         events = [ev for sub in group for ev in sub.events]
         data = encode_events(events)
         try:
             with anyio.CancelScope(shield=True):
-                offsets = await anyio.to_thread.run_sync(self.writer.append_encoded, data, count)
+                offsets = await self.bus.append_encoded(data, count, msg_id=msg_id)
         except Exception as exc:  # every waiter learns of the failure
             for sub in group:
                 sub.error = exc

@@ -1,8 +1,12 @@
-"""The live projection worker: restore, catch up, then follow the bus.
+"""The live projection worker: restore, catch up, then follow the bus (any backend).
 
 The fold runs on the event loop one batch at a time and yields between
 batches, so a scrape always reads a consistent state and never waits for a
 backlog. Checkpoints are encoded on the loop and written in a thread.
+
+Retention: when the bus no longer holds the events just past the restored
+checkpoint (a JetStream stream's limits removed them), the worker logs it,
+keeps where the gap was (``skipped_from``, ``skipped_to``) and folds what is left.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Final
 
 import anyio
 import anyio.abc
 
-from bus.follower import follow
-from bus.reader import Batch, BusReader
+from bus.contract import Bus
+from bus.errors import BusError
+from bus.lines import Batch
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from server.live.checkpoint import Checkpoint, CheckpointStore
@@ -24,37 +30,56 @@ __all__ = ["ProjectionWorker"]
 
 log = logging.getLogger("tally.worker")
 
+#: How long a reading of the bus's end may take before the last one known is used.
+END_TIMEOUT_S: Final = 1.0
+
 
 class ProjectionWorker:
     def __init__(
         self,
         data_dir: Path,
+        bus: Bus,
         config: ProjectionConfig,
         *,
         checkpoint_every_events: int = 100_000,
         checkpoint_every_s: float = 30.0,
-        poll_interval_s: float = 0.01,
     ) -> None:
         self.data_dir = data_dir
+        self.bus = bus
         self.config = config
-        self.store = CheckpointStore(data_dir)
+        self.store = CheckpointStore(data_dir, bus)
         self.checkpoint_every_events = checkpoint_every_events
         self.checkpoint_every_s = checkpoint_every_s
-        self.poll_interval_s = poll_interval_s
         self.projection = Projection(config)
-        self.reader = BusReader(data_dir)
         self.ready = anyio.Event()
         self.restored_from: int | None = None
         self.last_checkpoint: Checkpoint | None = None
+        #: The oldest position the bus held when the worker caught up.
+        self.first_position: int | None = None
+        #: Where retention removed events this projection had not folded: [from, to).
+        self.skipped_from: int | None = None
+        self.skipped_to: int | None = None
+        self._end = 0
         self._events_since_checkpoint = 0
         self._last_checkpoint_time = time.monotonic()
         self._checkpoint_lock = anyio.Lock()
 
+    # -- the bus's end ---------------------------------------------------------
+
+    async def end(self) -> int:
+        """The bus's end now; the last one known when the bus does not answer within a second."""
+        with anyio.move_on_after(END_TIMEOUT_S):
+            try:
+                self._end = max(self._end, await self.bus.end())
+            except BusError as exc:
+                log.debug("end of %s unknown: %s", self.bus.url, exc)
+        return max(self._end, self.projection.offset)
+
     # -- the fold loop -------------------------------------------------------
 
-    def restore(self) -> None:
+    async def restore(self) -> None:
         """Load the newest valid checkpoint, if any (else the state stays empty)."""
-        restored = self.store.load_latest(self.config)
+        restored = await self.store.load_latest(self.config)
         if restored is not None:
             self.projection = restored
             self.restored_from = restored.offset
@@ -72,26 +97,43 @@ class ProjectionWorker:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        self.restore()
+        await self.restore()
         task_status.started()
-        target = self.reader.end_offset()
-        log.info("catching up from offset %d to %d", self.projection.offset, target)
-        for batch in self.reader.read_from(self.projection.offset):
+        start = await self._start()
+        target = await self.bus.end()
+        log.info("catching up on %s from offset %d to %d", self.bus.url, start, target)
+        async for batch in self.bus.read(start):
             self._fold(batch)
             await self._maybe_checkpoint()
             await anyio.sleep(0)  # let scrapes in between batches
             if batch.end >= target:
                 break
+        # everything before target is folded (an empty stream holds nothing before it)
+        self.projection.offset = max(self.projection.offset, target)
+        self._end = max(self._end, target)
         self.ready.set()
         log.info("ready at offset %d", self.projection.offset)
-        async for batch in follow(
-            self.data_dir,
-            self.projection.offset,
-            poll_interval=self.poll_interval_s,
-            reader=self.reader,
-        ):
+        async for batch in self.bus.follow(self.projection.offset):
             self._fold(batch)
             await self._maybe_checkpoint()
+
+    async def _start(self) -> int:
+        """Where to read from: the folded position, or the oldest one held if retention took it."""
+        first = await self.bus.first()
+        self.first_position = first
+        folded = self.projection.offset
+        if first <= folded:
+            return folded
+        if self.restored_from is not None:
+            self.skipped_from, self.skipped_to = folded, first
+            log.warning(
+                "%s no longer holds the events from offset %d to %d (retention removed them); "
+                "folding what is left",
+                self.bus.url,
+                folded,
+                first,
+            )
+        return first
 
     # -- checkpoints -----------------------------------------------------------
 
@@ -110,7 +152,7 @@ class ProjectionWorker:
                 self.last_checkpoint.offset == self.projection.offset
             ):
                 return self.last_checkpoint
-            prepared = self.store.prepare(self.projection)
+            prepared = await self.store.prepare(self.projection)
             self._events_since_checkpoint = 0
             self._last_checkpoint_time = time.monotonic()
             with anyio.CancelScope(shield=True):

@@ -15,7 +15,8 @@ from bus.writer import BusConfig, BusWriter
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.partition import LIFECYCLE, PARTS, TRAFFIC, Part, merge
-from server.replay import fold_reader, replay
+from projections.replay import fold_batches
+from server.replay import replay
 from tests.support.families import rendered
 from tests.support.workload import mixed_events
 
@@ -30,7 +31,11 @@ def write(data_dir: Path, events: list[Event]) -> None:
 
 def fold_part(data_dir: Path, part: Part, config: ProjectionConfig, **until: float) -> Projection:
     reader = BusReader(data_dir, quarantine=False, decoder=part.decoder, chunk_bytes=4096)
-    return fold_reader(Projection(config, ticks=part.ticks), reader, **until)  # type: ignore[arg-type]
+    until_offset = until.get("until_offset")
+    batches = reader.read_from(0, None if until_offset is None else int(until_offset))
+    return fold_batches(
+        Projection(config, ticks=part.ticks), batches, until_ts=until.get("until_ts")
+    )
 
 
 def merged(data_dir: Path, config: ProjectionConfig, **until: float) -> Projection:

@@ -17,9 +17,10 @@ from typing import Any
 import anyio
 import pytest
 
+from bus.config import BusConfig
+from bus.contract import Bus, open_bus
 from bus.events import BusMessage, Event, RunFinished, RunStarted
 from bus.reader import BusReader
-from bus.writer import BusWriter
 from server.conductor.bridge import BlockReport, BridgeStats, ConductorBridge
 from server.conductor.files import discover
 from server.conductor.positions import BridgeBusy, positions_path
@@ -132,14 +133,14 @@ async def import_root(
     root: Path, data_dir: Path, bridge_class: type[ConductorBridge] = ConductorBridge
 ) -> tuple[BridgeStats, list[BlockReport]]:
     reports: list[BlockReport] = []
-    with BusWriter(data_dir) as writer:
-
-        async def append(events: list[Event]) -> list[int]:
-            return writer.append(events)
-
-        bridge = bridge_class(root, data_dir, append, report=reports.append)
+    async with file_bus(data_dir) as bus:
+        bridge = bridge_class(root, data_dir, bus, report=reports.append)
         stats = await bridge.run()
     return stats, reports
+
+
+def file_bus(data_dir: Path) -> Bus:
+    return open_bus(None, data_dir, BusConfig())
 
 
 def mixed_project(runs: Runs) -> Path:
@@ -255,7 +256,7 @@ async def test_rotation_to_archived_midway(runs: Runs, data_dir: Path) -> None:
 class CrashBeforeSave(ConductorBridge):
     """Appends, then dies before the positions are saved (the crash window)."""
 
-    def _commit(self, plan: Any) -> None:
+    def _commit(self, plan: Any, end: int) -> None:
         raise RuntimeError("simulated crash between append and save")
 
 
@@ -289,19 +290,50 @@ async def test_recovered_ids_survive_a_second_crash_while_following(
     with pytest.raises(RuntimeError, match="simulated crash"):
         await import_root(runs.root, data_dir, CrashBeforeSave)
     runs.record(runs.bus("p", "t2"), "FACT", "in another file")
-    with BusWriter(data_dir) as writer:
-
-        async def append(events: list[Event]) -> list[int]:
-            return writer.append(events)
-
-        follower = ConductorBridge(runs.root, data_dir, append)
-        follower.open()
+    async with file_bus(data_dir) as bus:
+        follower = ConductorBridge(runs.root, data_dir, bus)
+        await follower.open()
         await follower.poll(quiet=False)  # first look: the last entry is not settled yet
         follower.close()  # ... and the process dies here
     assert len(messages_of(data_dir)) == 3
     stats, _ = await import_root(runs.root, data_dir)
     assert (stats.messages, stats.duplicates) == (0, 1)
     assert Counter(m.msg_type for m in messages_of(data_dir)) == runs.messages
+
+
+class LostAcknowledgement(ConductorBridge):
+    """The append lands but its answer is lost, and the landed ids are not seen in time
+    (a JetStream acknowledgement that timed out while the message was stored)."""
+
+    lost = 0
+
+    async def _recheck(self) -> None:
+        pass
+
+    async def _bus_append(self, events: list[Event], msg_id: str | None) -> list[int]:
+        positions = await super()._bus_append(events, msg_id)
+        if not self.lost:
+            self.lost += 1
+            raise TimeoutError("acknowledgement lost")
+        return positions
+
+
+async def test_a_retried_pass_is_appended_once_by_its_msg_id(runs: Runs, data_dir: Path) -> None:
+    path = runs.bus("p", "t")
+    for n in range(3):
+        runs.record(path, "FACT", f"fact {n}")
+    runs.entry(path, "RUN_START", "p", "t", run_id="r1")
+    async with file_bus(data_dir) as bus:
+        bridge = LostAcknowledgement(runs.root, data_dir, bus)
+        await bridge.open()
+        try:
+            with pytest.raises(TimeoutError):
+                await bridge.poll(quiet=True)
+            await bridge.poll(quiet=True)  # the same files and ids: the same msg_id
+        finally:
+            bridge.close()
+    assert Counter(m.msg_type for m in messages_of(data_dir)) == runs.messages
+    assert len(bus_events(data_dir)) == runs.total + 1  # and one run_started
 
 
 async def test_truncated_file_is_read_again_without_recounting(runs: Runs, data_dir: Path) -> None:
@@ -354,14 +386,15 @@ async def test_hundreds_of_task_files(runs: Runs, data_dir: Path) -> None:
 
 
 async def test_a_second_bridge_on_the_same_data_dir_is_refused(runs: Runs, data_dir: Path) -> None:
-    async def append(events: list[Event]) -> list[int]:
+    async def append(events: list[Event], msg_id: str | None) -> list[int]:
         raise AssertionError("never called")
 
-    first = ConductorBridge(runs.root, data_dir, append)
-    first.open()
+    bus = file_bus(data_dir)
+    first = ConductorBridge(runs.root, data_dir, bus, append=append)
+    await first.open()
     try:
         with pytest.raises(BridgeBusy):
-            ConductorBridge(runs.root, data_dir, append).open()
+            await ConductorBridge(runs.root, data_dir, bus, append=append).open()
     finally:
         first.close()
     assert positions_path(data_dir).is_file()
@@ -379,12 +412,8 @@ async def wait_for_messages(data_dir: Path, count: int, timeout: float = 5.0) ->
 async def test_follow_picks_up_new_messages_and_files(runs: Runs, data_dir: Path) -> None:
     path = runs.bus("p", "t")
     runs.record(path, "FACT", "before the start")
-    with BusWriter(data_dir) as writer:
-
-        async def append(events: list[Event]) -> list[int]:
-            return writer.append(events)
-
-        bridge = ConductorBridge(runs.root, data_dir, append)
+    async with file_bus(data_dir) as bus:
+        bridge = ConductorBridge(runs.root, data_dir, bus)
         async with anyio.create_task_group() as tg:
             await tg.start(lambda task_status: bridge.run(
                 follow=True, poll_interval_s=0.05, task_status=task_status
