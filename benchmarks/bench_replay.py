@@ -19,9 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+import anyio
 import msgspec
 
 from benchmarks.report import machine, write_json
+from bus.config import DEFAULT_CONFIG
+from bus.contract import open_bus
 from bus.events import Event
 from bus.reader import BusReader
 from bus.segments import bus_dir, list_segments
@@ -29,7 +32,7 @@ from projections.config import ProjectionConfig
 from projections.dispatch import COMPILED, fold_run_python
 from projections.fold import Projection
 from server.parallel import replay_parallel
-from server.replay import fold_reader, replay
+from server.replay import fold_bus, replay
 from tests.support.workload import write_log
 
 DEFAULT_OUT: Final = Path(__file__).with_name("results-replay.json")
@@ -54,7 +57,12 @@ def _log_bytes(data_dir: Path) -> bytes:
 
 def replay_reference(data_dir: Path, config: ProjectionConfig) -> Projection:
     """``replay`` on the reference loop: what an install without a C compiler runs."""
-    return fold_reader(Projection(config, run=fold_run_python), BusReader(data_dir))
+
+    async def run() -> Projection:
+        async with open_bus(None, data_dir, DEFAULT_CONFIG) as bus:
+            return await fold_bus(Projection(config, run=fold_run_python), bus)
+
+    return anyio.run(run)
 
 
 def _fold_seconds(events: list[Event], config: ProjectionConfig, repeat: int) -> float:
