@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 
 from bus.segments import bus_dir, list_segments
+from tests.support.buses import bus_url
+from tests.support.nats import NatsServer, nats_server
+
+__all__ = ["bus_url", "nats_server"]  # the fixtures, used by name
 
 
 def tally(
@@ -346,3 +350,67 @@ def test_unreadable_positions_exit_1(data_dir: Path, tmp_path: Path) -> None:
     proc = tally(data_dir, "import", "conductor", str(tmp_path))
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith(f"tally import conductor: cannot read {positions}".encode())
+
+
+# -- the bus: --bus, $TALLY_BUS, [bus] url ---------------------------------------------
+
+
+def test_emit_with_an_id_twice_appends_once(data_dir: Path, bus_url: str | None) -> None:
+    args = ("emit", "--id", "retry-1", "loop_started", "loop_id=a")
+    first = tally(data_dir, *args, check=True).stdout
+    again = tally(data_dir, *args, check=True).stdout
+    other = tally(data_dir, "emit", "--id", "retry-2", "loop_started", "loop_id=a", check=True)
+    assert first == again != other.stdout
+    records = [json.loads(line) for line in tally(data_dir, "tail", check=True).stdout.split()]
+    assert [r["offset"] for r in records] == [int(first), int(other.stdout)]
+    assert check_json(data_dir)["events"] == 2
+    assert tally(data_dir, "emit", "--id", "", "loop_started", "loop_id=a").returncode == 2
+
+
+def test_the_bus_url_comes_from_flag_then_env_then_toml(
+    data_dir: Path, nats_server: NatsServer
+) -> None:
+    flag, env, toml = (f"{nats_server.url}/{name}" for name in ("flag", "env", "toml"))
+    (data_dir / "tally.toml").write_text(f'[bus]\nurl = "{toml}"\n')
+
+    def emit(*args: str, bus_env: str | None = None) -> None:
+        environ = {k: v for k, v in os.environ.items() if k != "TALLY_BUS"}
+        if bus_env is not None:
+            environ["TALLY_BUS"] = bus_env
+        proc = subprocess.run(
+            [sys.executable, "-m", "server", "emit", "--data-dir", str(data_dir), *args],
+            capture_output=True,
+            env=environ,
+            timeout=60,
+            check=True,
+        )
+        assert proc.stdout
+
+    emit("--bus", flag, "loop_started", "loop_id=a", bus_env=env)
+    emit("loop_started", "loop_id=a", bus_env=env)
+    emit("loop_started", "loop_id=a")
+    emit("--bus", "file:", "loop_started", "loop_id=a", bus_env=env)  # the files, explicitly
+    for url in (flag, env, toml):
+        report = check_json_on(data_dir, url)
+        assert (report["events"], report["messages"], report["bus"]) == (1, 1, url)
+    assert bus_bytes(data_dir)  # the file: bus got the fourth
+
+
+def check_json_on(data_dir: Path, url: str) -> dict[str, object]:
+    proc = tally(data_dir, "check", "--json", "--bus", url)
+    assert proc.returncode == 0, proc.stderr
+    report: dict[str, object] = json.loads(proc.stdout)
+    return report
+
+
+def test_check_and_tail_on_jetstream(data_dir: Path, nats_server: NatsServer) -> None:
+    url = f"{nats_server.url}/cli"
+    jsonl = b'{"type":"loop_started","loop_id":"a"}\n{"type":"loop_stopped","loop_id":"a"}\n'
+    tally(data_dir, "emit", "--bus", url, "-", stdin=jsonl, check=True)
+    offsets = tally(data_dir, "emit", "--bus", url, "loop_started", "loop_id=b", check=True)
+    lines = tally(data_dir, "check", "--bus", url, check=True).stdout.decode().splitlines()
+    assert lines[1:3] == [f"bus             {url}", "messages        2"]
+    assert "events          3" in lines
+    assert not any(line.startswith(("segments", "torn tail")) for line in lines)
+    tailed = tally(data_dir, "tail", "--bus", url, "--from-offset", offsets.stdout.decode().strip())
+    assert [json.loads(line)["loop_id"] for line in tailed.stdout.splitlines()] == ["b"]

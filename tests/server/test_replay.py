@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
 
+from bus.contract import open_bus
 from bus.events import ApiRequest, BusMessage, Event
 from bus.writer import BusConfig, BusWriter
 from projections.config import ProjectionConfig
+from projections.exposition.formats import FORMATS
 from projections.exposition.jsonformat import render_json
 from projections.exposition.prometheus import render_prometheus
 from projections.fold import Projection
 from projections.replay import DurationError
+from server.parallel import replay_parallel
 from server.replay import replay, replay_steps
+from tests.support.families import rendered
+from tests.support.nats import NatsServer, nats_server
+from tests.support.serverproc import tally
 from tests.support.workload import mixed_events
+
+__all__ = ["nats_server"]  # the fixture, used by name
 
 CONFIG = ProjectionConfig()
 
@@ -171,3 +181,53 @@ def test_promtool_imports_the_steps(
     )
     assert result.returncode == 0, result.stderr
     assert any((tmp_path / "db").iterdir())
+
+
+# -- the same events on both backends ---------------------------------------------------
+
+FOLDED_OFFSET = "tally_folded_offset_bytes"
+
+
+def positionless(output: bytes, fmt: str) -> bytes:
+    """``output`` without the folded-offset gauge: the one value that is a position."""
+    if fmt == "json":
+        doc = json.loads(output)
+        doc["families"] = [f for f in doc["families"] if f["name"] != FOLDED_OFFSET]
+        return json.dumps(doc).encode()
+    return b"".join(
+        line for line in output.splitlines(keepends=True) if FOLDED_OFFSET.encode() not in line
+    )
+
+
+def test_a_jetstream_replay_prints_what_a_file_replay_prints(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    events = list(mixed_events(6000, seed=4))
+    file_dir, nats_dir = tmp_path / "file", tmp_path / "nats"
+    url = f"{nats_server.url}/replay"
+
+    async def append_to_both() -> None:
+        async with (
+            open_bus(None, file_dir, BusConfig(durability="never")) as files,
+            open_bus(url, nats_dir, BusConfig()) as stream,
+        ):
+            for start in range(0, len(events), 500):
+                await files.append(events[start : start + 500])
+                await stream.append(events[start : start + 500])
+
+    anyio.run(append_to_both)
+    nats_dir.mkdir()  # the data directory (quarantine, tally.toml) is local on every backend
+    until_ts = str(events[3000].ts)
+    cases = [("--format", fmt) for fmt in FORMATS]
+    cases += [("--step", "1m"), ("--format", "json", "--until-ts", until_ts)]
+    for args in cases:
+        fmt = args[1] if args[0] == "--format" else "openmetrics"
+        from_files = tally(file_dir, "replay", *args).stdout
+        from_stream = tally(nats_dir, "replay", "--bus", url, *args).stdout
+        assert FOLDED_OFFSET.encode() in from_files
+        assert positionless(from_stream, fmt) == positionless(from_files, fmt), args
+    two = replay_parallel(nats_dir, config=CONFIG, bus_url=url, min_bytes=0)
+    one = replay(nats_dir, config=CONFIG, bus_url=url)
+    for fmt in FORMATS:
+        assert rendered(two, fmt) == rendered(one, fmt)
+    assert not (nats_dir / "bus").exists()

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.buses import bus_url
+from tests.support.nats import NatsServer, nats_server
 from tests.support.serverproc import (
     API_REQUESTS,
     SERVER_ONLY,
@@ -38,6 +40,8 @@ from tests.support.serverproc import (
 
 PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OM_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+__all__ = ["bus_url", "nats_server"]  # the fixtures, used by name
 
 
 def finished(run_id: str, status: str = "completed", agent: str = "claude") -> dict[str, Any]:
@@ -72,7 +76,7 @@ def mixed(n: int, seed: int) -> list[dict[str, Any]]:
 # -- scraping ------------------------------------------------------------------------
 
 
-def test_emitted_and_posted_events_show_up_on_scrape(data_dir: Path) -> None:
+def test_emitted_and_posted_events_show_up_on_scrape(data_dir: Path, bus_url: str | None) -> None:
     with tally_server(data_dir) as server:
         emitted = tally(
             data_dir,
@@ -302,7 +306,9 @@ def test_readyz_is_503_until_the_initial_replay_reached_the_end(data_dir: Path) 
 # -- ingest -----------------------------------------------------------------------------
 
 
-def test_post_object_array_and_jsonl_report_their_offsets(data_dir: Path) -> None:
+def test_post_object_array_and_jsonl_report_their_offsets(
+    data_dir: Path, bus_url: str | None
+) -> None:
     with tally_server(data_dir) as server:
         one = server.post_events(finished("r1"))
         many = server.post_events([message(1), message(2), message(3)])
@@ -324,10 +330,10 @@ def test_post_object_array_and_jsonl_report_their_offsets(data_dir: Path) -> Non
         assert all(isinstance(r["ts"], float) for r in records)  # stamped by the writer
 
 
-def test_post_with_an_invalid_event_appends_nothing(data_dir: Path) -> None:
+def test_post_with_an_invalid_event_appends_nothing(data_dir: Path, bus_url: str | None) -> None:
     with tally_server(data_dir) as server:
         server.post_events([finished("r0")])
-        before = bus_files(data_dir)
+        before = tail(data_dir)
 
         bad_array = [finished("r1"), {"type": "run_started", "project": "web"}, message(1)]
         reply = server.post("/api/v1/events", json.dumps(bad_array).encode())
@@ -353,7 +359,7 @@ def test_post_with_an_invalid_event_appends_nothing(data_dir: Path) -> None:
 
         assert server.post("/api/v1/events", b"{not json").status == 400
         assert server.post("/api/v1/events", b"[]").status == 400
-        assert bus_files(data_dir) == before
+        assert tail(data_dir) == before
         assert server.wait_caught_up()["events_by_type"]["run_finished"] == 1
 
 
@@ -452,7 +458,9 @@ def _value(text: str, name: str) -> float:
     return samples(text)[name]
 
 
-def test_restart_restores_the_checkpoint_and_serves_identical_metrics(data_dir: Path) -> None:
+def test_restart_restores_the_checkpoint_and_serves_identical_metrics(
+    data_dir: Path, bus_url: str | None
+) -> None:
     events = mixed(3000, seed=11)
     with tally_server(data_dir) as first:
         for start in range(0, len(events), 500):
@@ -497,7 +505,9 @@ def test_restart_restores_the_checkpoint_and_serves_identical_metrics(data_dir: 
     assert _value(text2, "conductor_uptime_seconds") > 0
 
 
-def test_sigkill_during_ingest_loses_no_acknowledged_event(data_dir: Path) -> None:
+def test_sigkill_during_ingest_loses_no_acknowledged_event(
+    data_dir: Path, bus_url: str | None
+) -> None:
     server = start_server(data_dir)
     acked: list[tuple[int, int, list[str]]] = []
     stop = threading.Event()
@@ -548,10 +558,74 @@ def test_sigkill_during_ingest_loses_no_acknowledged_event(data_dir: Path) -> No
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signals_stop_cleanly_with_a_final_checkpoint(data_dir: Path, signum: int) -> None:
+def test_signals_stop_cleanly_with_a_final_checkpoint(
+    data_dir: Path, bus_url: str | None, signum: int
+) -> None:
     with tally_server(data_dir) as server:
         last = server.post_events([finished("r1"), message(1)])["last_offset"]
         end = server.wait_folded(last + 1)["end_offset"]
         assert server.stop(signum) == 0
         assert "shutting down" in server.stderr
     assert [p.name for p in (data_dir / "snapshots").iterdir()] == [f"{end:020d}.snap"]
+
+
+# -- the bus ------------------------------------------------------------------------------
+
+
+def test_a_retried_idempotency_key_appends_once(data_dir: Path, bus_url: str | None) -> None:
+    with tally_server(data_dir) as server:
+        body = json.dumps([finished("r1"), message(1)]).encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": "batch-42"}
+        first = server.post("/api/v1/events", body, headers=headers)
+        server.post_events([message(2)])  # another batch in between
+        again = server.post("/api/v1/events", body, headers=headers)
+        assert first.status == again.status == 200
+        assert again.json() == first.json()
+        records = tail(data_dir)
+        assert [r["type"] for r in records] == ["run_finished", "bus_message", "bus_message"]
+        doc = first.json()
+        assert (doc["first_offset"], doc["last_offset"]) == (
+            records[0]["offset"],
+            records[1]["offset"],
+        )
+        status = server.wait_caught_up()
+        folded = {tag: n for tag, n in status["events_by_type"].items() if n}
+        assert folded == {"bus_message": 2, "run_finished": 1}
+        assert doc["bus"] == status["bus"] == (bus_url or f"file:{data_dir / 'bus'}")
+        bad = server.post("/api/v1/events", body, headers={"Idempotency-Key": "new\tline"})
+        assert bad.status == 400
+
+
+#: What two servers folding one stream may render differently: their own process's.
+PROCESS_ONLY = (
+    "conductor_uptime_seconds",
+    "tally_sse_",
+    "tally_checkpoint_offset_bytes",
+    API_REQUESTS,
+)
+
+
+def test_two_servers_on_one_stream_serve_the_same_metrics(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    url = f"{nats_server.url}/shared"
+    events = mixed(2000, seed=3)
+    with (
+        tally_server(tmp_path / "a", "--bus", url) as a,
+        tally_server(tmp_path / "b", "--bus", url) as b,
+    ):
+        for start in range(0, len(events), 250):
+            (a if start % 500 else b).post_events(events[start : start + 250])
+        tally(tmp_path / "a", "emit", "--bus", url, "run_started", "run_id=x", "project=p")
+        end = b.status()["end_offset"]
+        for server in (a, b):
+            deadline = time.monotonic() + 15
+            while (status := server.wait_caught_up())["folded_offset"] < end:
+                assert time.monotonic() < deadline, status
+        texts = {name: (own_requests(s), s.metrics()) for name, s in (("a", a), ("b", b))}
+    (own_a, text_a), (own_b, text_b) = texts["a"], texts["b"]
+    assert without(text_a, PROCESS_ONLY) == without(text_b, PROCESS_ONLY)
+    folded = samples(text_a)
+    assert sum(v for k, v in folded.items() if k.startswith("tally_events_folded_total")) == 2001
+    assert api_requests(text_a) - own_a == api_requests(text_b) - own_b
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["snapshots"]  # no bus files

@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from tests.support.buses import bus_url
+from tests.support.nats import NatsServer, nats_server
 from tests.support.serverproc import (
     API_REQUESTS,
     SERVER_ONLY,
@@ -24,6 +27,8 @@ from tests.support.serverproc import (
 )
 
 SNAPSHOTS = "snapshots"
+
+__all__ = ["bus_url", "nats_server"]  # the fixtures, used by name
 
 
 def events(n: int, seed: int) -> list[dict[str, Any]]:
@@ -48,9 +53,9 @@ def fill(server: TallyServer, items: list[dict[str, Any]], batch: int = 500) -> 
     return end
 
 
-def assert_equals_fresh_replay(data_dir: Path, text: str) -> None:
+def assert_equals_fresh_replay(data_dir: Path, text: str, *bus: str) -> None:
     """The scrape equals `tally replay` of the log, bar server-only lines and own requests."""
-    replayed = tally(data_dir, "replay").stdout.decode()
+    replayed = tally(data_dir, "replay", *bus).stdout.decode()
     assert without(text, (*SERVER_ONLY, API_REQUESTS)) == without(replayed, (API_REQUESTS,))
 
 
@@ -119,7 +124,7 @@ def test_a_snapshot_from_another_log_is_ignored(tmp_path: Path) -> None:
     assert_equals_fresh_replay(second, text)
 
 
-def test_periodic_checkpoints_keep_the_newest_two(data_dir: Path) -> None:
+def test_periodic_checkpoints_keep_the_newest_two(data_dir: Path, bus_url: str | None) -> None:
     (data_dir / "tally.toml").write_text("[server]\ncheckpoint_every_events = 1000\n")
     items = events(6000, seed=9)
     seen: set[str] = set()
@@ -170,3 +175,67 @@ def test_periodic_checkpoints_keep_the_newest_two(data_dir: Path) -> None:
         assert status["restored_from_offset"] == checkpoint
         assert status["folded_offset"] == status["end_offset"]
         assert_equals_fresh_replay(data_dir, again.metrics())
+
+
+# -- JetStream: a re-created stream, retention ------------------------------------------
+
+
+def delete_stream(server: NatsServer, stream: str) -> None:
+    import nats
+
+    async def run() -> None:
+        nc = await nats.connect(server.url)
+        try:
+            await nc.jetstream().delete_stream(stream)
+        finally:
+            await nc.close()
+
+    anyio.run(run)
+
+
+def emit_jsonl(data_dir: Path, url: str, items: list[dict[str, Any]]) -> None:
+    import json
+
+    body = "".join(json.dumps(item) + "\n" for item in items).encode()
+    tally(data_dir, "emit", "--bus", url, "-", stdin=body)
+
+
+def test_a_recreated_stream_refuses_the_old_snapshot_and_refolds(
+    data_dir: Path, nats_server: NatsServer
+) -> None:
+    url = f"{nats_server.url}/recreated"
+    with tally_server(data_dir, "--bus", url) as server:
+        fill(server, events(1000, seed=1))
+        assert server.stop() == 0
+    [old] = snapshot_files(data_dir)
+    delete_stream(nats_server, "recreated")
+    for start in range(0, 1500, 300):  # another log, with the old snapshot's position inside
+        emit_jsonl(data_dir, url, events(1500, seed=2)[start : start + 300])
+
+    with tally_server(data_dir, "--bus", url) as server:
+        status = server.wait_caught_up()
+        text = server.metrics()
+    assert "another log" in server.stderr and old.name in server.stderr
+    assert status["restored_from_offset"] is None
+    assert status["folded_offset"] == status["end_offset"]
+    assert_equals_fresh_replay(data_dir, text, "--bus", url)
+
+
+def test_retention_past_the_checkpoint_is_reported_and_the_rest_folded(
+    data_dir: Path, nats_server: NatsServer
+) -> None:
+    url = f"{nats_server.url}/limited"
+    (data_dir / "tally.toml").write_text("[bus.nats]\nmax_bytes = 200000\n")
+    with tally_server(data_dir, "--bus", url) as server:
+        checkpoint = fill(server, events(500, seed=3), batch=100)
+        assert server.stop() == 0
+    for start in range(0, 6000, 300):  # far more than the stream keeps: the oldest go
+        emit_jsonl(data_dir, url, events(6000, seed=4)[start : start + 300])
+
+    with tally_server(data_dir, "--bus", url) as server:
+        status = server.wait_caught_up()
+    assert status["restored_from_offset"] == checkpoint
+    assert status["skipped_from"] == checkpoint
+    assert status["first_position"] == status["skipped_to"] > checkpoint
+    assert status["folded_offset"] == status["end_offset"]
+    assert "retention removed them" in server.stderr

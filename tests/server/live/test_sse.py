@@ -10,9 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.support.buses import bus_url
 from tests.support.serverproc import SseClient, SseEvent, TallyServer, samples, tally_server
 
 STREAM = "/api/v1/stream"
+
+__all__ = ["bus_url"]  # the fixture, used by name
 
 
 def finished(run_id: str, status: str = "completed") -> dict[str, Any]:
@@ -57,7 +60,7 @@ def wait_subscribers(server: TallyServer, n: int, timeout: float = 15.0) -> None
         time.sleep(0.05)
 
 
-def test_snapshot_then_only_changed_series(data_dir: Path) -> None:
+def test_snapshot_then_only_changed_series(data_dir: Path, bus_url: str | None) -> None:
     with tally_server(data_dir) as server:
         last = server.post_events([finished("r1"), finished("r2", "failed")])["last_offset"]
         folded = server.wait_folded(last + 1)["folded_offset"]
@@ -95,11 +98,12 @@ def test_snapshot_then_only_changed_series(data_dir: Path) -> None:
         wait_subscribers(server, 0)
 
 
-def test_update_ids_are_folded_offsets(data_dir: Path) -> None:
+def test_update_ids_are_folded_offsets(data_dir: Path, bus_url: str | None) -> None:
     with tally_server(data_dir) as server, connect(server, "interval=0.1") as client:
         snapshot = client.next_frame()
-        assert snapshot.id == "0"
-        assert snapshot.json()["offset"] == 0
+        empty_end = server.status()["end_offset"]  # 0 on the files; 1 << 20 on JetStream
+        assert snapshot.id == str(empty_end)
+        assert snapshot.json()["offset"] == empty_end
         reply = server.post_events([finished("r1")])
         end = server.wait_folded(reply["last_offset"] + 1)["folded_offset"]
         update = client.next_frame()
