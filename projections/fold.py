@@ -43,7 +43,7 @@ from bus.events import (
     MetricsReset,
     MetricUpdate,
 )
-from bus.reader import Batch
+from bus.lines import Batch
 from projections import catalogue as cat
 from projections.clock import EventClock
 from projections.conductor import ConductorFold, ConductorState

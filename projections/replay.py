@@ -13,7 +13,7 @@ from typing import Final
 
 from bus.errors import TallyError
 from bus.events import Event
-from bus.reader import Batch
+from bus.lines import Batch
 from projections.config import ProjectionConfig
 from projections.exposition.openmetrics import OpenMetricsHistory
 from projections.fold import Projection

@@ -13,8 +13,8 @@ from typing import Annotated, Final
 
 import msgspec
 
+from bus.config import BusConfig
 from bus.errors import TallyError
-from bus.writer import BusConfig
 from projections.config import ProjectionConfig
 
 __all__ = ["CONFIG_FILE", "ConfigError", "ServerConfig", "TallyConfig", "load_config"]
