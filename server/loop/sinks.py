@@ -49,12 +49,14 @@ class LocalSink:
 
     def __init__(self, data_dir: Path, config: BusConfig, say: Say) -> None:
         self._writer = BusWriter(data_dir, config)
+        self._order = threading.Lock()
         self._say = say
         self.lost = 0
 
     def send(self, events: list[Event]) -> None:
         try:
-            self._writer.append(stamp(events))
+            with self._order:  # stamped and appended in one step: ts rises along the log
+                self._writer.append(stamp(events))
         except BusError as exc:
             self.lost += len(events)
             self._say(f"cannot append {len(events)} events: {exc}")
@@ -87,6 +89,7 @@ class RemoteSink:
         self._spool = spool
         self._say = say
         self._flush_timeout_s = flush_timeout_s
+        self._order = threading.Lock()
         self._wake = threading.Condition()
         self._closing = False
         self._deadline: float | None = None  # flushing: give up at this monotonic time
@@ -98,7 +101,8 @@ class RemoteSink:
     # -- the loop's side ------------------------------------------------------------
 
     def send(self, events: list[Event]) -> None:
-        self._spool.append(new_batch(stamp(events)))
+        with self._order:  # stamped and spooled in one step: ts rises along the spool
+            self._spool.append(new_batch(stamp(events)))
         with self._wake:
             self._wake.notify()
 
