@@ -364,7 +364,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_loop(args: argparse.Namespace) -> int:
-    from server.loop import loop_options, run_loop
+    from server.loop import loop_options
+    from server.loop.command import run_loop
 
     options = loop_options(args, data_dir=_data_dir(args), cwd=Path.cwd())
     if args.token_file:

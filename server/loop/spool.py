@@ -137,6 +137,8 @@ class Spool:
     def ack(self, batch: SpoolBatch) -> None:
         """The remote end took ``batch`` (the one ``peek`` gave): drop it from the spool."""
         with self._lock:
+            if self._fd < 0:  # closed while this batch was on its way: it is sent again
+                return
             if not self._pending or self._pending[0][1].id != batch.id:
                 raise ValueError(f"batch {batch.id} is not at the head of the spool")
             end, _ = self._pending.popleft()

@@ -6,6 +6,7 @@ the metrics tally rebuilds from the log must be what it did.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -157,13 +158,12 @@ def test_a_loop_of_a_real_agent_yields_every_family_with_what_it_did(
     assert rollup["session"]["avg_context_at_reboot"] == pytest.approx(26.0)
 
 
-def _wait_for(data_dir: Path, event_type: str, timeout: float = 30) -> None:
+def _wait_for(data_dir: Path, event_type: str, count: int = 1, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
+    needle = f'"type":"{event_type}"'.encode()
     while time.monotonic() < deadline:
         bus = data_dir / "bus"
-        if bus.is_dir() and any(
-            f'"type":"{event_type}"'.encode() in p.read_bytes() for p in bus.glob("*.jsonl")
-        ):
+        if bus.is_dir() and sum(p.read_bytes().count(needle) for p in bus.glob("*.jsonl")) >= count:
             return
         time.sleep(0.05)
     raise AssertionError(f"no {event_type} event within {timeout} s")
@@ -282,3 +282,40 @@ def test_the_loop_id_defaults_to_the_directory_s_name(data_dir: Path, tmp_path: 
     )
     assert proc.returncode == 0, proc.stderr.decode()
     assert {e["loop_id"] for e in tail(data_dir)} == {"my-project"}
+
+
+def test_in_a_terminal_the_agent_reads_it_and_ctrl_c_reaches_it(data_dir: Path) -> None:
+    """As a shell does: the agent's group is the terminal's foreground while it runs."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: tally loop on the pseudo-terminal
+        os.execv(sys.executable, [sys.executable, "-m", "server", "loop", "--data-dir",
+                 str(data_dir), "--", "sh", "-c", "read x; echo got $x"])  # fmt: skip
+    out = b""
+
+    def read_until(marker: bytes, timeout: float = 30) -> None:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while marker not in out:
+            assert time.monotonic() < deadline, out
+            if select.select([fd], [], [], 0.1)[0]:
+                out += os.read(fd, 1024)
+
+    try:
+        _wait_for(data_dir, "session_started")
+        os.write(fd, b"hello\n")
+        read_until(b"got hello")
+        _wait_for(data_dir, "session_started", 2)  # the second run reads the terminal
+        os.write(fd, b"\x03")  # Ctrl-C: SIGINT to the foreground group, the agent's
+        _, status = os.waitpid(pid, 0)
+    finally:
+        with contextlib.suppress(ChildProcessError, ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 130
+    events = tail(data_dir)
+    assert [e["success"] for e in events if e["type"] == "iteration_completed"] == [True, False]
+    assert events[-1]["reason"] == "signal:SIGINT"
