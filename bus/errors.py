@@ -25,10 +25,14 @@ checks it against the classes)::
       * ListenError (server.http.server)                    exit 1, HTTP 500
       * PositionsError (server.conductor.positions)         exit 1, HTTP 500
       * BridgeBusy (server.conductor.positions)             exit 1, HTTP 409
+      * LoopUsageError (server.loop.options)                exit 2, HTTP 500
+      * GitError (server.loop.git)                          exit 1, HTTP 500
+      * ReportError (server.loop.junit)                     exit 2, HTTP 500
+      * SpoolBusy (server.loop.spool)                       exit 1, HTTP 500
 
 An HTTP status of 500 on an error that is bad input on the command line (a bad
 ``tally.toml``) says that, seen from an HTTP client, it is the server's fault.
-``MetricNameError`` and ``DurationError`` are also ``ValueError``s.
+``MetricNameError``, ``DurationError`` and ``ReportError`` are also ``ValueError``s.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from bus.events import Event, event_json_schema
 from bus.lines import Batch
 from bus.quarantine import QUARANTINE_NAME
 from bus.validate import events_from_body, events_from_jsonl, events_from_pairs
+from bus.writer import DEFAULT_CONFIG as DEFAULT_BUS
 from projections.exposition.formats import FORMATS
 from server.config import TallyConfig, load_config
 
@@ -410,6 +411,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- loop -------------------------------------------------------------------
+
+
+def cmd_loop(args: argparse.Namespace) -> int:
+    from server.loop import loop_options
+    from server.loop.command import run_loop
+
+    options = loop_options(args, data_dir=_data_dir(args), cwd=Path.cwd())
+    if args.token_file:
+        options = options.with_token(_read_token(args.token_file))
+    return run_loop(options, _config(args).bus if options.url is None else DEFAULT_BUS)
+
+
 # -- parser -----------------------------------------------------------------
 
 
@@ -519,6 +533,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow", "-f", action="store_true", help="keep importing new messages and files"
     )
     conductor.set_defaults(func=cmd_import_conductor, parser=conductor)
+
+    from server.loop.options import add_loop_arguments
+
+    loop = sub.add_parser(
+        "loop",
+        parents=[common],
+        help="run a command as a Ralph loop and write its loop metrics' events",
+        description="Run CMD once per iteration (stdin, stdout, stderr and exit code its own) "
+        "and append the Ralph-loop events around each run: to the local bus, or with --url "
+        "to a remote tally through a spool that loses nothing while it is away.",
+    )
+    add_loop_arguments(loop)
+    loop.set_defaults(func=cmd_loop, parser=loop)
     return parser
 
 
