@@ -421,7 +421,10 @@ def cmd_loop(args: argparse.Namespace) -> int:
     options = loop_options(args, data_dir=_data_dir(args), cwd=Path.cwd())
     if args.token_file:
         options = options.with_token(_read_token(args.token_file))
-    return run_loop(options, _config(args).bus if options.url is None else DEFAULT_BUS)
+    config = _config(args)
+    if options.url is not None:
+        return run_loop(options, DEFAULT_BUS)
+    return run_loop(options, config.bus, _bus_url(args, config))
 
 
 # -- parser -----------------------------------------------------------------

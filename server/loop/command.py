@@ -44,9 +44,9 @@ def _command_found(argv0: str) -> bool:
     return shutil.which(argv0) is not None
 
 
-def _sink(options: LoopOptions, bus_config: BusConfig, say: Say) -> EventSink:
+def _sink(options: LoopOptions, bus_config: BusConfig, bus_url: str | None, say: Say) -> EventSink:
     if options.url is None:
-        return LocalSink(options.data_dir, bus_config, say)
+        return LocalSink(bus_url, options.data_dir, bus_config, say)
     assert options.spool is not None
     return RemoteSink(
         options.url,
@@ -57,8 +57,17 @@ def _sink(options: LoopOptions, bus_config: BusConfig, say: Say) -> EventSink:
     )
 
 
-def run_loop(options: LoopOptions, bus_config: BusConfig, say: Say | None = None) -> int:
-    """Run ``tally loop`` to its end; the exit status (see ``LoopRunner.run``)."""
+def run_loop(
+    options: LoopOptions,
+    bus_config: BusConfig,
+    bus_url: str | None = None,
+    say: Say | None = None,
+) -> int:
+    """Run ``tally loop`` to its end; the exit status (see ``LoopRunner.run``).
+
+    Events go to the bus at ``bus_url`` (``None``: the files in the data directory),
+    or with ``options.url`` to a remote tally through the spool.
+    """
     say = say or say_to_stderr()
     if not _command_found(options.argv[0]):
         say(f"{options.argv[0]}: command not found")
@@ -68,7 +77,7 @@ def run_loop(options: LoopOptions, bus_config: BusConfig, say: Say | None = None
             git.check_repo(options.repo)
         except git.GitError as exc:
             raise LoopUsageError(f"--repo {options.repo}: {exc}") from None
-    sink = _sink(options, bus_config, say)
+    sink = _sink(options, bus_config, bus_url, say)
     try:
         return LoopRunner(options, sink, say).run()
     finally:

@@ -16,9 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Protocol
 
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from bus.config import BusConfig
+from bus.contract import Bus, open_bus
 from bus.errors import BusError
 from bus.events import Event, encode_events, stamp
-from bus.writer import BusConfig, BusWriter
 from server.loop.spool import Spool, SpoolBatch, new_batch
 
 __all__ = ["EventSink", "LocalSink", "RemoteSink", "Say"]
@@ -45,10 +48,16 @@ class EventSink(Protocol):
 
 
 class LocalSink:
-    """Appends each batch to the bus in ``data_dir`` (one ``BusWriter``, shared by threads)."""
+    """Appends each batch to the bus (``--bus``, else the files in ``data_dir``), in order.
 
-    def __init__(self, data_dir: Path, config: BusConfig, say: Say) -> None:
-        self._writer = BusWriter(data_dir, config)
+    The bus contract is async; the loop's threads reach it through one private event
+    loop (an anyio blocking portal), so the bus may be files or JetStream alike.
+    """
+
+    def __init__(self, url: str | None, data_dir: Path, config: BusConfig, say: Say) -> None:
+        self._portal_cm = start_blocking_portal("asyncio")
+        self._portal: BlockingPortal = self._portal_cm.__enter__()
+        self._bus: Bus = open_bus(url, data_dir, config)
         self._order = threading.Lock()
         self._say = say
         self.lost = 0
@@ -56,13 +65,16 @@ class LocalSink:
     def send(self, events: list[Event]) -> None:
         try:
             with self._order:  # stamped and appended in one step: ts rises along the log
-                self._writer.append(stamp(events))
+                self._portal.call(self._bus.append, stamp(events))
         except BusError as exc:
             self.lost += len(events)
             self._say(f"cannot append {len(events)} events: {exc}")
 
     def close(self) -> None:
-        self._writer.close()
+        try:
+            self._portal.call(self._bus.aclose)
+        finally:
+            self._portal_cm.__exit__(None, None, None)
         if self.lost:
             self._say(f"{self.lost} events could not be appended to the log")
 

@@ -19,7 +19,10 @@ from typing import Any
 import pytest
 
 from tests.support import fake_agent
+from tests.support.buses import bus_url
 from tests.support.serverproc import TALLY, samples, tail, tally
+
+__all__ = ["bus_url"]  # the fixture, used by name
 
 AGENT = (sys.executable, str(Path(fake_agent.__file__)))
 LOOP = 'loop="demo"'
@@ -319,3 +322,17 @@ def test_in_a_terminal_the_agent_reads_it_and_ctrl_c_reaches_it(data_dir: Path) 
     events = tail(data_dir)
     assert [e["success"] for e in events if e["type"] == "iteration_completed"] == [True, False]
     assert events[-1]["reason"] == "signal:SIGINT"
+
+
+def test_the_local_sink_writes_to_the_configured_bus(data_dir: Path, bus_url: str | None) -> None:
+    """``tally loop`` appends through the bus contract: to the files, or to a JetStream stream."""
+    proc = run_loop(data_dir, "--loop-id", "on-bus", "--max-iterations", "2", "--", "true")
+    assert proc.returncode == 0, proc.stderr.decode()
+    events = tail(data_dir)
+    types = [e["type"] for e in events]
+    assert types[0] == "loop_started" and types[-1] == "loop_stopped"
+    assert types.count("iteration_completed") == 2
+    positions = [e["offset"] for e in events]
+    assert positions == sorted(set(positions))
+    if bus_url is not None:  # nothing went to the files of the data directory
+        assert not (data_dir / "bus").exists()
