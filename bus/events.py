@@ -28,6 +28,8 @@ __all__ = [
     "LoopStopped",
     "MetricUpdate",
     "MetricsReset",
+    "OtelLog",
+    "OtelMetric",
     "ResourceSample",
     "RunFinished",
     "RunQueued",
@@ -63,6 +65,9 @@ _VALID_METRIC_NAMES: Final[set[str]] = set()
 _VALID_LABEL_NAMES: Final[set[str]] = set()
 _VALID_NAMES_MAX: Final = 100_000
 HttpStatus = Annotated[int, msgspec.Meta(ge=100, le=599)]
+Severity = Annotated[int, msgspec.Meta(ge=0, le=24)]
+#: OpenTelemetry attributes: scalar values as sent; arrays, maps and bytes as JSON text.
+Attributes = dict[str, str | int | float | bool]
 
 
 class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
@@ -235,6 +240,66 @@ class MetricsReset(EventBase, frozen=True, tag="metrics_reset"):
     prefix: str = ""
 
 
+# -- OpenTelemetry (OTLP) ---------------------------------------------------
+
+
+class OtelMetric(EventBase, frozen=True, tag="otel_metric"):
+    """One OTLP data point, as received (``POST /v1/metrics``); ``projections.otel`` folds it.
+
+    Sums and gauges carry ``value``; histograms ``bounds`` and per-bucket ``counts``
+    (one more than bounds); exponential histograms ``scale``, ``zero_count`` and the
+    ``positive_*`` / ``negative_*`` buckets; both histograms ``sum`` and ``count``.
+    """
+
+    name: NonEmpty
+    kind: Literal["sum", "gauge", "histogram", "exponential_histogram"]
+    unit: str = ""
+    description: str = ""
+    temporality: Literal["unspecified", "delta", "cumulative"] = "unspecified"
+    monotonic: bool = False
+    start_time_unix_nano: NonNegInt = 0
+    time_unix_nano: NonNegInt = 0
+    value: float | None = None
+    bounds: list[float] = []
+    counts: list[NonNegInt] = []
+    sum: float | None = None
+    count: NonNegInt = 0
+    scale: int = 0
+    zero_count: NonNegInt = 0
+    positive_offset: int = 0
+    positive_counts: list[NonNegInt] = []
+    negative_offset: int = 0
+    negative_counts: list[NonNegInt] = []
+    attributes: Attributes = {}
+    resource: Attributes = {}
+    scope: str = ""
+    scope_version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind in ("sum", "gauge"):
+            if self.value is None:
+                raise ValueError(f"a {self.kind} point needs a value - at `$.value`")
+        elif self.kind == "histogram" and self.counts and len(self.counts) != len(self.bounds) + 1:
+            raise ValueError("a histogram needs one count more than bounds - at `$.counts`")
+
+
+class OtelLog(EventBase, frozen=True, tag="otel_log"):
+    """One OTLP log record, as received (``POST /v1/logs``); a non-string body is JSON text."""
+
+    event_name: str = ""
+    body: str = ""
+    severity_number: Severity = 0
+    severity_text: str = ""
+    time_unix_nano: NonNegInt = 0
+    observed_time_unix_nano: NonNegInt = 0
+    trace_id: str = ""
+    span_id: str = ""
+    attributes: Attributes = {}
+    resource: Attributes = {}
+    scope: str = ""
+    scope_version: str = ""
+
+
 Event = (
     RunQueued
     | RunStarted
@@ -253,6 +318,8 @@ Event = (
     | ResourceSample
     | MetricUpdate
     | MetricsReset
+    | OtelMetric
+    | OtelLog
 )
 
 EVENT_CLASSES: Final[tuple[type[EventBase], ...]] = (
@@ -273,6 +340,8 @@ EVENT_CLASSES: Final[tuple[type[EventBase], ...]] = (
     ResourceSample,
     MetricUpdate,
     MetricsReset,
+    OtelMetric,
+    OtelLog,
 )
 
 #: tag -> event class, in catalogue order.

@@ -42,6 +42,8 @@ from bus.events import (
     EventBase,
     MetricsReset,
     MetricUpdate,
+    OtelLog,
+    OtelMetric,
 )
 from bus.lines import Batch
 from projections import catalogue as cat
@@ -146,7 +148,7 @@ class Projection:
             **self._conductor.handlers,
             **self._loops.handlers,
             MetricUpdate: self._metrics.apply,
-            **dict.fromkeys((*ticks, ApiRequest, BusMessage, MetricsReset)),
+            **dict.fromkeys((*ticks, ApiRequest, BusMessage, MetricsReset, OtelMetric, OtelLog)),
         }  # ticks fold nothing but their ts; the loop folds the other Nones itself
         types = sorted(handlers, key=_dispatch_rank)
         self._spec = FoldSpec(

@@ -62,7 +62,9 @@ class Part:
         return cls(name, owned, ticks, msgspec.json.Decoder(union))
 
 
-_TRAFFIC_TAGS: Final = frozenset({"bus_message", "api_request", "agent_fallback", "metric"})
+_TRAFFIC_TAGS: Final = frozenset(
+    {"bus_message", "api_request", "agent_fallback", "metric", "otel_metric", "otel_log"}
+)
 TRAFFIC: Final = Part.of("traffic", _TRAFFIC_TAGS | {_RESET})
 LIFECYCLE: Final = Part.of("lifecycle", frozenset(EVENT_TYPES) - _TRAFFIC_TAGS)
 PARTS: Final = (TRAFFIC, LIFECYCLE)

@@ -31,6 +31,7 @@ from server.http.routing import Handler, Request, Response, Router, gzip_if_acce
 from server.live.group_commit import GroupCommitter
 from server.live.sse import SseHub, Subscriber
 from server.live.worker import ProjectionWorker
+from server.otlp.receiver import OtlpReceiver
 
 __all__ = ["App", "tally_version"]
 
@@ -66,6 +67,7 @@ class App:
         protect_reads: bool = False,
         sse_min_interval_s: float = 0.1,
         conductor: ConductorBridge | None = None,
+        otlp: OtlpReceiver | None = None,
     ) -> None:
         self.conductor = conductor
         self.worker = worker
@@ -86,6 +88,9 @@ class App:
         router.add("/readyz", ["GET"], self.readyz)
         router.add("/api/v1/events", ["POST"], self._guard(self.post_events))
         router.add("/api/v1/reset", ["POST"], self._guard(self.post_reset))
+        self.otlp = otlp if otlp is not None else OtlpReceiver(committer)
+        router.add("/v1/metrics", ["POST"], self._guard(self.otlp.metrics))
+        router.add("/v1/logs", ["POST"], self._guard(self.otlp.logs))
         self.router = router
 
     async def __call__(self, request: Request) -> Response:

@@ -395,6 +395,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token=_read_token(args.token_file) if args.token_file else None,
         protect_reads=args.protect_reads,
         conductor_root=_conductor_root("--conductor-root", args.conductor_root),
+        otlp_port=args.otlp_port if args.otlp_port is not None else config.otlp.port,
     )
     if options.protect_reads and options.token is None:
         raise UsageError("--protect-reads needs --token-file")
@@ -507,6 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", help="address to bind (default 127.0.0.1)")
     srv.add_argument("--port", type=_port, help="port (default 9469; 0 picks a free one)")
     srv.add_argument("--demo", action="store_true", help="append a synthetic live workload")
+    srv.add_argument(
+        "--otlp-port",
+        type=_port,
+        metavar="PORT",
+        help="also serve on PORT, for OTLP/HTTP exporters (4318 by convention)",
+    )
     srv.add_argument(
         "--token-file", metavar="FILE", help="require 'Authorization: Bearer <token>' on POSTs"
     )

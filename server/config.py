@@ -17,7 +17,14 @@ from bus.config import BusConfig
 from bus.errors import TallyError
 from projections.config import ProjectionConfig
 
-__all__ = ["CONFIG_FILE", "ConfigError", "ServerConfig", "TallyConfig", "load_config"]
+__all__ = [
+    "CONFIG_FILE",
+    "ConfigError",
+    "OtlpConfig",
+    "ServerConfig",
+    "TallyConfig",
+    "load_config",
+]
 
 CONFIG_FILE: Final = "tally.toml"
 
@@ -48,10 +55,20 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_connections: PositiveInt = 1024
 
 
+class OtlpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[otlp]``: the OTLP/HTTP receiver."""
+
+    #: A second port serving the same app (4318 by convention); ``--otlp-port`` wins.
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
+    #: Events waiting to be written past which OTLP requests get 429 and Retry-After.
+    max_pending_events: PositiveInt = 100_000
+
+
 class TallyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
     projections: ProjectionConfig = msgspec.field(default_factory=ProjectionConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    otlp: OtlpConfig = msgspec.field(default_factory=OtlpConfig)
 
 
 def load_config(data_dir: Path) -> TallyConfig:

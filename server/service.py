@@ -31,6 +31,7 @@ from server.http.server import HttpServer
 from server.live.group_commit import GroupCommitter
 from server.live.sse import SseHub
 from server.live.worker import ProjectionWorker
+from server.otlp.receiver import OtlpReceiver
 
 __all__ = ["ServeOptions", "is_loopback", "serve"]
 
@@ -58,6 +59,8 @@ class ServeOptions:
     protect_reads: bool = False
     handle_signals: bool = True
     conductor_root: Path | None = None
+    #: A second port serving the same app, for OTLP exporters (``--otlp-port``).
+    otlp_port: int | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -139,6 +142,7 @@ async def _serve(
         token=options.token,
         protect_reads=options.protect_reads,
         conductor=bridge,
+        otlp=OtlpReceiver(committer, max_pending_events=config.otlp.max_pending_events),
     )
     limits = HttpLimits(
         max_connections=config.server.max_connections,
@@ -147,6 +151,17 @@ async def _serve(
     http = HttpServer(
         app, host=options.host, port=options.port, limits=limits, on_response=app.count_response
     )
+    servers = [http]
+    if options.otlp_port is not None:
+        servers.append(
+            HttpServer(
+                app,
+                host=options.host,
+                port=options.otlp_port,
+                limits=limits,
+                on_response=app.count_response,
+            )
+        )
     try:
         async with anyio.create_task_group() as services:
             await services.start(committer.run)
@@ -157,9 +172,12 @@ async def _serve(
             if config.bus.durability == "interval":
                 services.start_soon(_every, config.bus.fsync_interval_s, bus.sync)
             if options.handle_signals:
-                services.start_soon(_on_signal, http)
+                services.start_soon(_on_signal, servers)
             port = await services.start(http.serve)
             print(f"tally listening on {_url(options.host, port)}", flush=True)
+            for extra in servers[1:]:
+                otlp_port = await services.start(extra.serve)
+                print(f"tally OTLP receiver on {_url(options.host, otlp_port)}", flush=True)
             log.info(
                 "data dir %s, bus %s, durability %s",
                 options.data_dir,
@@ -169,7 +187,8 @@ async def _serve(
             if options.demo:
                 services.start_soon(run_demo, committer)
             task_status.started(port)
-            await http.wait_closed()
+            for server in servers:
+                await server.wait_closed()
             services.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
@@ -182,9 +201,10 @@ async def _serve(
                     bridge.close()
 
 
-async def _on_signal(http: HttpServer) -> None:
+async def _on_signal(servers: list[HttpServer]) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             print(f"tally: {signal.Signals(signum).name}, shutting down", file=sys.stderr)
-            http.shutdown()
+            for server in servers:
+                server.shutdown()
             return

@@ -171,6 +171,10 @@ def type_text(t: Any) -> str:
         return " or ".join(parts + (["null"] if nullable else []))
     if isinstance(t, ins.DictType):
         return f"object of {type_text(t.key_type)} → {type_text(t.value_type)}"
+    if isinstance(t, ins.ListType):
+        if t.min_length is not None or t.max_length is not None:
+            raise AssertionError(f"no notation for {t!r}: add one to type_text and the doc")
+        return f"array of {type_text(t.item_type)}"
     raise AssertionError(f"no notation for {t!r}: add one to type_text and the doc")
 
 

@@ -38,6 +38,8 @@ class GroupCommitter:
         self.max_group_events = max_group_events
         self.groups_written = 0
         self.events_written = 0
+        #: Events submitted and not yet acknowledged or failed (what callers wait on).
+        self.pending_events = 0
         send, receive = anyio.create_memory_object_stream[Submission](math.inf)
         self._send = send
         self._receive = receive
@@ -49,8 +51,12 @@ class GroupCommitter:
         appends nothing and returns the first submission's positions.
         """
         submission = Submission(stamp(events), msg_id)
-        await self._send.send(submission)
-        await submission.done.wait()
+        self.pending_events += len(events)
+        try:
+            await self._send.send(submission)
+            await submission.done.wait()
+        finally:
+            self.pending_events -= len(events)
         if submission.error is not None:
             raise submission.error
         return submission.offsets

@@ -41,6 +41,8 @@ CATALOGUE = [
     "resource_sample",
     "metric",
     "metrics_reset",
+    "otel_metric",
+    "otel_log",
 ]
 
 _lines = msgspec.json.Decoder(Event)
@@ -57,8 +59,8 @@ def _for_type(t: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
             return st.text(min_size=min_length or 0, max_size=20)
         case msgspec.inspect.BoolType():
             return st.booleans()
-        case msgspec.inspect.IntType(ge=ge, le=le):
-            return st.integers(min_value=ge, max_value=le)
+        case msgspec.inspect.IntType(ge=ge, le=le):  # JSON integers tally writes are int64
+            return st.integers(min_value=-(2**63) if ge is None else ge, max_value=le or 2**63 - 1)
         case msgspec.inspect.FloatType(ge=ge, le=le):
             return st.floats(min_value=ge, max_value=le, allow_nan=False, allow_infinity=False)
         case msgspec.inspect.LiteralType(values=values):
@@ -69,6 +71,8 @@ def _for_type(t: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
             return st.one_of([_for_type(x) for x in types])
         case msgspec.inspect.DictType(key_type=key, value_type=value):
             return st.dictionaries(_for_type(key), _for_type(value), max_size=3)
+        case msgspec.inspect.ListType(item_type=item):
+            return st.lists(_for_type(item), max_size=3)
     raise AssertionError(f"no strategy for {t!r}")
 
 

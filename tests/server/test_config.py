@@ -25,12 +25,14 @@ def test_every_section_is_read(data_dir: Path) -> None:
         data_dir,
         '[bus]\nsegment_bytes = 4096\ndurability = "always"\n'
         '[projections]\nloop_prefix = "agent_loop"\n'
-        "[server]\nport = 9470\n",
+        "[server]\nport = 9470\n"
+        "[otlp]\nport = 4318\nmax_pending_events = 10\n",
     )
     config = load_config(data_dir)
     assert config.bus == BusConfig(segment_bytes=4096, durability="always")
     assert config.projections.loop_prefix == "agent_loop"
     assert config.server.port == 9470
+    assert (config.otlp.port, config.otlp.max_pending_events) == (4318, 10)
 
 
 @pytest.mark.parametrize(
@@ -39,10 +41,11 @@ def test_every_section_is_read(data_dir: Path) -> None:
         ("[bus]\nsegmnt_bytes = 5\n", "segmnt_bytes", "[bus]"),
         ('[projections]\nloop_prefx = "x"\n', "loop_prefx", "[projections]"),
         ("[server]\nprot = 9470\n", "prot", "[server]"),
+        ("[otlp]\nprot = 4318\n", "prot", "[otlp]"),
         ('colour = "red"\n', "colour", "the top level"),
         ("[metrics]\nenabled = true\n", "metrics", "the top level"),
     ],
-    ids=["bus", "projections", "server", "top-level-key", "top-level-table"],
+    ids=["bus", "projections", "server", "otlp", "top-level-key", "top-level-table"],
 )
 def test_unknown_keys_are_errors_naming_file_and_key(
     data_dir: Path, text: str, key: str, where: str

@@ -28,6 +28,7 @@ from typing import IO, Any, Final
 
 TALLY: Final = (sys.executable, "-m", "server")
 LISTENING: Final = re.compile(rb"^tally listening on http://(?P<host>.+):(?P<port>\d+)$")
+OTLP_LISTENING: Final = re.compile(rb"^tally OTLP receiver on http://(?P<host>.+):(?P<port>\d+)$")
 
 #: Families only a running server renders (wall clock, end of bus, checkpoints, SSE).
 SERVER_ONLY: Final = (
@@ -160,6 +161,8 @@ class TallyServer:
     data_dir: Path
     stderr_file: IO[bytes]
     token: str | None = None
+    #: With ``--otlp-port``: the second port (read from the second stdout line).
+    otlp_port: int | None = None
     responses: Counter[tuple[str, str]] = field(default_factory=Counter)
     _stderr: str | None = None  # kept once the process is gone and the file closed
 
@@ -274,13 +277,13 @@ class TallyServer:
         return self.stop(signal.SIGKILL)
 
 
-def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
-    """The first stdout line of `proc`, without buffering past it (select + os.read)."""
+def _read_lines(proc: subprocess.Popen[bytes], count: int, timeout: float) -> list[bytes]:
+    """The first `count` stdout lines of `proc` (select + os.read; what follows is dropped)."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     data = b""
     deadline = time.monotonic() + timeout
-    while b"\n" not in data:
+    while data.count(b"\n") < count:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("no listening line from tally serve")
@@ -290,7 +293,7 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
             if not chunk:
                 break
             data += chunk
-    return data.split(b"\n", 1)[0]
+    return (data.split(b"\n") + [b""] * count)[:count]
 
 
 def start_server(
@@ -308,7 +311,7 @@ def start_server(
         stderr=stderr_file,
     )
     try:
-        line = _read_line(proc, timeout)
+        line, *more = _read_lines(proc, 2 if "--otlp-port" in args else 1, timeout)
     except BaseException:
         proc.kill()
         proc.wait(10)
@@ -321,6 +324,11 @@ def start_server(
         raise AssertionError(
             f"unexpected first line {line!r} from tally serve:\n{stderr_file.read().decode()}"
         )
+    otlp_port = None
+    if "--otlp-port" in args:
+        second = OTLP_LISTENING.match(more[0])
+        assert second is not None, "no OTLP listening line from tally serve"
+        otlp_port = int(second["port"])
     return TallyServer(
         proc=proc,
         port=int(match["port"]),
@@ -328,6 +336,7 @@ def start_server(
         data_dir=data_dir,
         stderr_file=stderr_file,
         token=token,
+        otlp_port=otlp_port,
     )
 
 
