@@ -16,7 +16,7 @@ import msgspec
 
 from projections.catalogue.buckets import DEFAULT_BUCKETS, ITERATION_BUCKETS
 
-__all__ = ["ProjectionConfig"]
+__all__ = ["DROPPED_ATTRIBUTES", "OtlpSettings", "ProjectionConfig"]
 
 _PREFIX: Final = re.compile(r"[a-zA-Z][a-zA-Z0-9_]*")
 #: Prefixes whose families belong to someone else (see ``catalogue.RESERVED_PREFIXES``).
@@ -32,6 +32,43 @@ def _check_buckets(field: str, buckets: tuple[float, ...]) -> None:
     for lo, hi in pairwise(buckets):
         if not lo < hi:
             raise ValueError(f"{field}: bounds must ascend strictly, got {lo!r} then {hi!r}")
+
+
+#: Attributes that identify a person, a session or a request: high-cardinality ids that
+#: are not labels unless a metric's ``labels`` names them.
+DROPPED_ATTRIBUTES: Final = (
+    "session.id",
+    "user.account_uuid",
+    "user.id",
+    "user.email",
+    "organization.id",
+    "prompt.id",
+    "service.instance.id",
+)
+
+
+class OtlpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How OTLP data points become series (the fold's part of ``[otlp]`` in tally.toml).
+
+    A metric listed in ``labels`` (by its OpenTelemetry name) gets exactly those
+    attributes as labels (point attributes, else resource attributes); any other gets
+    every point attribute but ``drop_attributes``, and the resource attributes in
+    ``resource_attributes``.
+    """
+
+    drop_attributes: tuple[str, ...] = DROPPED_ATTRIBUTES
+    resource_attributes: tuple[str, ...] = ("service.name",)
+    labels: dict[str, tuple[str, ...]] = {}
+    #: Cumulative streams remembered (least recently updated forgotten first).
+    max_streams: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.max_streams < 1:
+            raise ValueError("max_streams: must be at least 1")
+
+    def __hash__(self) -> int:  # ``labels`` is a dict: configurations are cache keys
+        labels = tuple(sorted(self.labels.items()))
+        return hash((self.drop_attributes, self.resource_attributes, labels, self.max_streams))
 
 
 class ProjectionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -53,6 +90,8 @@ class ProjectionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     summary_window_s: float = 600.0
     #: Number of sub-windows the summary window rotates through.
     summary_age_buckets: int = 5
+    #: OTLP data points (set from ``[otlp]`` in tally.toml).
+    otlp: OtlpSettings = OtlpSettings()
 
     def __post_init__(self) -> None:
         prefix = self.loop_prefix

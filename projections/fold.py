@@ -55,6 +55,7 @@ from projections.metric_events import MetricFamilies
 from projections.metrics.families import CounterFamily, Family, GaugeFamily, OverflowCounts
 from projections.metrics.state import FamilyState
 from projections.metrics.summary import AnyFamily
+from projections.otel.fold import OtelFold, OtelState
 from projections.ralph.fold import LoopFold, LoopFoldState
 from projections.ralph.rollup import LoopRollup
 
@@ -103,6 +104,7 @@ class ProjectionState(msgspec.Struct, kw_only=True):
     run_durations: FamilyState
     loops: LoopFoldState
     custom: list[FamilyState]
+    otel: OtelState
 
 
 class Projection:
@@ -138,6 +140,15 @@ class Projection:
         self._conductor = ConductorFold(config, catalogue.conductor, self.clock, self.overflow)
         self._loops = LoopFold(config, catalogue.loop, self.clock, self.overflow)
         self._metrics = MetricFamilies(config, catalogue, self.clock, self.overflow, self.rejected)
+        self._otel = OtelFold(
+            config,
+            catalogue,
+            self.overflow,
+            self.rejected,
+            taken=self._metrics.families,
+            clock=self.clock,
+        )
+        self._metrics.taken = self._otel.families  # one namespace: neither takes the other's
         self._self_metrics: dict[str, Family] = {
             name: cat.build_family(
                 spec, max_series=config.max_series_per_family, overflow=self.overflow
@@ -148,7 +159,8 @@ class Projection:
             **self._conductor.handlers,
             **self._loops.handlers,
             MetricUpdate: self._metrics.apply,
-            **dict.fromkeys((*ticks, ApiRequest, BusMessage, MetricsReset, OtelMetric, OtelLog)),
+            OtelMetric: self._otel.apply,
+            **dict.fromkeys((*ticks, ApiRequest, BusMessage, MetricsReset, OtelLog)),
         }  # ticks fold nothing but their ts; the loop folds the other Nones itself
         types = sorted(handlers, key=_dispatch_rank)
         self._spec = FoldSpec(
@@ -212,6 +224,7 @@ class Projection:
         self._conductor.reset(prefix)
         self._loops.reset(prefix)
         self._metrics.reset(prefix)
+        self._otel.reset(prefix)
 
     # -- reading the state ---------------------------------------------------------
 
@@ -229,6 +242,7 @@ class Projection:
             *self._loops.families(),
             *self._self_metric_families(),
             *self._metrics.families.values(),
+            *self._otel.families.values(),
         ]
         out.sort(key=_name)
         return out
@@ -273,6 +287,7 @@ class Projection:
             **{name: getattr(conductor, name) for name in ConductorState.__struct_fields__},
             loops=self._loops.export_state(),
             custom=self._metrics.export_state(),
+            otel=self._otel.export_state(),
         )
 
     @classmethod
@@ -298,6 +313,7 @@ class Projection:
         )
         p._loops.restore(state.loops)
         p._metrics.restore(state.custom)
+        p._otel.restore(state.otel)
         return p
 
 

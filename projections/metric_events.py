@@ -6,6 +6,8 @@ kind, other label names) or names a catalogue family is counted and never applie
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bus.events import MetricUpdate
 from projections.catalogue import Catalogue
 from projections.clock import EventClock
@@ -38,8 +40,12 @@ class MetricFamilies:
         clock: EventClock,
         overflow: OverflowCounts,
         rejected: dict[str, int],
+        *,
+        taken: Mapping[str, object] | None = None,
     ) -> None:
         self.config = config
+        #: Names of another source's families (OTLP), which ``metric`` events may not use.
+        self.taken: Mapping[str, object] = {} if taken is None else taken
         self.catalogue = catalogue
         self.clock = clock
         self.overflow = overflow
@@ -106,6 +112,9 @@ class MetricFamilies:
         name = ev.name
         if self.catalogue.is_reserved(name):
             self.rejected["reserved_name"] += 1
+            return None
+        if name in self.taken:
+            self.rejected["name_conflict"] += 1
             return None
         names = tuple(sorted(ev.labels))
         family: AnyFamily

@@ -85,6 +85,7 @@ _FIELDS_OF: Final[dict[str, tuple[str, ...]]] = {
     "agent_fallback": ("fallbacks",),
     "iteration_completed": ("loops",),
     "metric": ("custom", "rejected"),
+    "otel_metric": ("otel",),
 }
 
 

@@ -24,7 +24,7 @@ __all__ = [
     "read_snapshot_meta",
 ]
 
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
 _FORMAT: Final = "tally-snapshot"
 
 

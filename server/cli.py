@@ -282,7 +282,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     data_dir = _log_dir(args)
     tally_config = _config(args)
-    config = tally_config.projections
+    config = tally_config.projection_config()
     bus_url = _bus_url(args, tally_config)
     until_offset = _until_offset(_open_bus(args, tally_config), args.until_offset)
     until_ts = args.until_ts

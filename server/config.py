@@ -15,7 +15,7 @@ import msgspec
 
 from bus.config import BusConfig
 from bus.errors import TallyError
-from projections.config import ProjectionConfig
+from projections.config import OtlpSettings, ProjectionConfig
 
 __all__ = [
     "CONFIG_FILE",
@@ -55,13 +55,19 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_connections: PositiveInt = 1024
 
 
-class OtlpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``[otlp]``: the OTLP/HTTP receiver."""
+class OtlpConfig(OtlpSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[otlp]``: the OTLP/HTTP receiver, and how its data points fold (``OtlpSettings``)."""
 
     #: A second port serving the same app (4318 by convention); ``--otlp-port`` wins.
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
     #: Events waiting to be written past which OTLP requests get 429 and Retry-After.
     max_pending_events: PositiveInt = 100_000
+
+    def settings(self) -> OtlpSettings:
+        """The fold's part: what a snapshot's fingerprint covers."""
+        return OtlpSettings(
+            **{name: getattr(self, name) for name in OtlpSettings.__struct_fields__}
+        )
 
 
 class TallyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -69,6 +75,14 @@ class TallyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     projections: ProjectionConfig = msgspec.field(default_factory=ProjectionConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     otlp: OtlpConfig = msgspec.field(default_factory=OtlpConfig)
+
+    def __post_init__(self) -> None:
+        if self.projections.otlp != OtlpSettings():
+            raise ValueError("otlp: set these in [otlp], not [projections] - at `$.projections`")
+
+    def projection_config(self) -> ProjectionConfig:
+        """``[projections]`` with the fold's part of ``[otlp]``: what the projection folds by."""
+        return msgspec.structs.replace(self.projections, otlp=self.otlp.settings())
 
 
 def load_config(data_dir: Path) -> TallyConfig:

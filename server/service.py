@@ -116,7 +116,7 @@ async def _serve(
     worker = ProjectionWorker(
         options.data_dir,
         bus,
-        config.projections,
+        config.projection_config(),
         checkpoint_every_events=config.server.checkpoint_every_events,
         checkpoint_every_s=config.server.checkpoint_every_s,
     )

@@ -10,6 +10,7 @@ them under one configuration) and ``reference`` (the Markdown metric reference).
 """
 
 from projections.catalogue.buckets import DEFAULT_BUCKETS as DEFAULT_BUCKETS
+from projections.catalogue.buckets import EXPONENTIAL_BUCKETS as EXPONENTIAL_BUCKETS
 from projections.catalogue.buckets import ITERATION_BUCKETS as ITERATION_BUCKETS
 from projections.catalogue.buckets import REBOOT_RATIO_BUCKETS as REBOOT_RATIO_BUCKETS
 from projections.catalogue.buckets import RUN_DURATION_BUCKETS as RUN_DURATION_BUCKETS

@@ -11,6 +11,9 @@ from typing import Final
 
 __all__ = [
     "DEFAULT_BUCKETS",
+    "EXPONENTIAL_BUCKETS",
+    "EXPONENTIAL_MAX_EXPONENT",
+    "EXPONENTIAL_MIN_EXPONENT",
     "ITERATION_BUCKETS",
     "REBOOT_RATIO_BUCKETS",
     "RUN_DURATION_BUCKETS",
@@ -28,3 +31,10 @@ REBOOT_RATIO_BUCKETS: Final = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
 #: Histograms created by ``metric`` events by default (the ``default_buckets`` setting):
 #: Prometheus' default buckets.
 DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: OTLP exponential histograms, converted (``projections.otel.exponential``): powers of 2
+#: from 2^-10 (about 0.001) to 2^30 (about 1.07e9).
+EXPONENTIAL_MIN_EXPONENT: Final = -10
+EXPONENTIAL_MAX_EXPONENT: Final = 30
+EXPONENTIAL_BUCKETS: Final = tuple(
+    2.0**k for k in range(EXPONENTIAL_MIN_EXPONENT, EXPONENTIAL_MAX_EXPONENT + 1)
+)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+import msgspec
+
 from projections.catalogue.conductor import CONDUCTOR
 from projections.catalogue.loops import CONDITIONS, LOOP, Feed, LoopFamily
 from projections.catalogue.self_metrics import REJECT_REASONS, SELF, SERVER
@@ -30,6 +32,7 @@ SETTINGS: Final[dict[str, str]] = {
     "max_series_per_family": "series per family (and loops) before the `__overflow__` series",
     "summary_window_s": "sliding window of summaries, in seconds of event time",
     "summary_age_buckets": "sub-windows the summary window rotates through",
+    "otlp": "set in `[otlp]`: which OTLP attributes become labels, cumulative streams kept",
 }
 
 
@@ -78,6 +81,8 @@ def _loop_row(row: LoopFamily) -> tuple[str, ...]:
 
 
 def _setting(value: object) -> str:
+    if isinstance(value, msgspec.Struct):
+        return "see the README"
     if isinstance(value, tuple):
         return _numbers(value)
     if isinstance(value, float):

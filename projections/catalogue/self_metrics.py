@@ -37,12 +37,16 @@ REJECTED_EVENTS: Final = "tally_rejected_events_total"
 FOLDED_OFFSET: Final = "tally_folded_offset_bytes"
 SERIES_OVERFLOW: Final = "tally_series_overflow_total"
 
-#: Why a ``metric`` event was refused: the ``reason`` label of ``tally_rejected_events_total``.
+#: Why a ``metric`` or ``otel_metric`` event was refused: the ``reason`` label of
+#: ``tally_rejected_events_total``.
 REJECT_REASONS: Final[dict[str, str]] = {
     "kind_conflict": "the family exists with another kind",
     "label_mismatch": "its label names differ from the family's (fixed by its first event)",
     "reserved_name": "the name belongs to the catalogue (conductor_*, P_*, tally_*)",
     "invalid_family": "the family could not be created (e.g. label le on a histogram)",
+    "name_conflict": "an OTLP family's name is a metric-event family's, or the reverse",
+    "bounds_conflict": "an OTLP histogram point's bounds differ from its family's",
+    "invalid_point": "an OTLP delta point of a monotonic sum is negative",
 }
 
 #: Folded with the log (``projections.fold``).
@@ -52,7 +56,12 @@ SELF: Final[tuple[FamilySpec, ...]] = (
         CORRUPT_LINES, "counter", "Log lines that could not be decoded (quarantined and skipped)."
     ),
     spec(UNKNOWN_EVENTS, "counter", "Log events of an unknown type (counted and skipped)."),
-    spec(REJECTED_EVENTS, "counter", "Metric events refused and not applied, by reason.", "reason"),
+    spec(
+        REJECTED_EVENTS,
+        "counter",
+        "Metric and OTLP metric events refused and not applied, by reason.",
+        "reason",
+    ),
     spec(FOLDED_OFFSET, "gauge", "Log offset in bytes up to which events have been folded."),
     spec(
         SERIES_OVERFLOW,

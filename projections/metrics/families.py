@@ -203,6 +203,22 @@ class HistogramFamily(_FamilyBase):
         series.sum += value
         series.count += 1
 
+    def add(self, labels: Labels, counts: Sequence[int], total: float, count: int) -> None:
+        """Add observations already bucketed (per-bucket counts, +Inf last, as ``bounds``)."""
+        if len(counts) != len(self.bounds) + 1:
+            raise ValueError(f"{self.name}: {len(counts)} counts for {len(self.bounds)} bounds")
+        series = self.series.get(labels)
+        if series is None:
+            labels = self._admit(labels, len(self.series))
+            series = self.series.get(labels)
+            if series is None:
+                series = self.series[labels] = HistogramSeries(len(self.bounds))
+        mine = series.counts
+        for i, n in enumerate(counts):
+            mine[i] += n
+        series.sum += total
+        series.count += count
+
     def clear(self) -> None:
         """Forget every series; an unlabelled family keeps its one series, empty."""
         self.series.clear()

@@ -188,7 +188,10 @@ class Expected:
                 self.observe(ev.name, labels, ev.value)
         elif isinstance(ev, MetricsReset):
             self.clear(ev.prefix)
-        elif isinstance(ev, OtelMetric | OtelLog):
+        elif isinstance(ev, OtelMetric):  # extra_events: delta sums with one attribute
+            assert ev.value is not None
+            self.add(f"{ev.name.replace('.', '_')}_total", (str(ev.attributes["route"]),), ev.value)
+        elif isinstance(ev, OtelLog):
             pass  # counted by type only
         else:  # pragma: no cover - every type is handled above
             raise AssertionError(ev)
@@ -381,12 +384,18 @@ def test_metric_events_that_disagree_are_counted_not_applied() -> None:
         "label_mismatch": 3,
         "reserved_name": 3,
         "invalid_family": 2,
+        "name_conflict": 0,
+        "bounds_conflict": 0,
+        "invalid_point": 0,
     }
     assert values(f["tally_rejected_events_total"]) == {
         ("kind_conflict",): 1.0,
         ("label_mismatch",): 3.0,
         ("reserved_name",): 3.0,
         ("invalid_family",): 2.0,
+        ("name_conflict",): 0.0,
+        ("bounds_conflict",): 0.0,
+        ("invalid_point",): 0.0,
     }
     assert "conductor_fake_total" not in f and "lat" not in f and "sz" not in f
     assert values(f["tally_events_folded_total"])[("metric",)] == len(events)

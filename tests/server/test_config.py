@@ -77,3 +77,30 @@ def test_bad_values_name_file_and_key(data_dir: Path, text: str, needle: str) ->
 
 def test_config_errors_are_bad_input() -> None:
     assert ConfigError.exit_code == 2
+
+
+def test_otlp_fold_settings_reach_the_projection_config(data_dir: Path) -> None:
+    _write(
+        data_dir,
+        '[otlp]\nport = 4318\ndrop_attributes = ["user.id"]\n'
+        '[otlp.labels]\n"claude_code.token.usage" = ["type", "session.id"]\n',
+    )
+    config = load_config(data_dir)
+    otlp = config.projection_config().otlp
+    assert otlp.drop_attributes == ("user.id",)
+    assert otlp.labels == {"claude_code.token.usage": ("type", "session.id")}
+    assert (
+        config.projection_config().fingerprint() != TallyConfig().projection_config().fingerprint()
+    )
+    # the receiver's own keys do not change what is folded
+    _write(data_dir, "[otlp]\nport = 4318\nmax_pending_events = 5\n")
+    assert load_config(data_dir).projection_config() == TallyConfig().projection_config()
+
+
+def test_otlp_settings_belong_in_their_own_table(data_dir: Path) -> None:
+    path = _write(data_dir, "[projections.otlp]\nmax_streams = 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(data_dir)
+    assert (
+        str(caught.value) == f"{path}: [projections]: otlp: set these in [otlp], not [projections]"
+    )
