@@ -294,13 +294,27 @@ def decode_logs(body: bytes, encoding: Encoding) -> Decoded:
     return out
 
 
+def _event_name(record: LogRecord, attributes: dict[str, Any], body: str) -> str:
+    """The record's event name; else its body when that is the ``event.name`` attribute with
+    a namespace (Claude Code: body ``claude_code.api_request``, ``event.name`` ``api_request``);
+    else the ``event.name`` attribute."""
+    if record.event_name:
+        return record.event_name
+    short = attributes.get("event.name")
+    if not isinstance(short, str):
+        return ""
+    if short and body.endswith(f".{short}") and " " not in body:
+        return body
+    return short
+
+
 def _record(record: LogRecord) -> dict[str, Any]:
     attributes = _attributes(record.attributes)
-    event_name = record.event_name or attributes.get("event.name", "")
+    body = _text(record.body)
     return {
         "type": "otel_log",
-        "event_name": event_name if isinstance(event_name, str) else str(event_name),
-        "body": _text(record.body),
+        "event_name": _event_name(record, attributes, body),
+        "body": body,
         "severity_number": record.severity_number,
         "severity_text": record.severity_text,
         "time_unix_nano": record.time_unix_nano,

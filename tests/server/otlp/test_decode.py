@@ -221,6 +221,23 @@ def test_log_records_keep_event_name_body_severity_and_hex_ids(encoding: str) ->
     assert (second.event_name, second.body) == ("x.y", '{"a":1}')
 
 
+@pytest.mark.parametrize(
+    ("record", "name"),
+    [
+        ({"eventName": "a.b", "body": {"stringValue": "x.b"}}, "a.b"),
+        ({"body": {"stringValue": "claude_code.api_request"}}, "claude_code.api_request"),
+        ({"body": {"stringValue": "an api_request"}}, "api_request"),
+        ({"body": {"stringValue": "claude_code.other"}}, "api_request"),
+        ({}, "api_request"),
+    ],
+)
+def test_the_event_name_of_a_record(record: dict[str, Any], name: str) -> None:
+    record["attributes"] = attrs(event_name={"stringValue": "api_request"})
+    doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}
+    [event] = decode_logs(json.dumps(doc).encode(), "json").events
+    assert isinstance(event, OtelLog) and event.event_name == name
+
+
 def test_a_trace_id_that_is_not_hex_is_a_bad_request() -> None:
     doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"traceId": "zz"}]}]}]}
     with pytest.raises(OtlpDecodeError, match="not hex"):
