@@ -15,6 +15,7 @@ from typing import Final
 import msgspec
 
 from projections.catalogue.buckets import DEFAULT_BUCKETS, ITERATION_BUCKETS
+from projections.rules.spec import Rule, check_rules
 
 __all__ = ["DROPPED_ATTRIBUTES", "OtlpSettings", "ProjectionConfig"]
 
@@ -92,6 +93,8 @@ class ProjectionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     summary_age_buckets: int = 5
     #: OTLP data points (set from ``[otlp]`` in tally.toml).
     otlp: OtlpSettings = OtlpSettings()
+    #: User rules (set from ``[[rules]]`` in tally.toml): events -> families.
+    rules: tuple[Rule, ...] = ()
 
     def __post_init__(self) -> None:
         prefix = self.loop_prefix
@@ -110,6 +113,10 @@ class ProjectionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise ValueError("summary_window_s: must be a positive number of seconds")
         if self.summary_age_buckets < 1:
             raise ValueError("summary_age_buckets: must be at least 1")
+        check_rules(self.rules, (*(f"{t}_" for t in _TAKEN), f"{prefix}_"))
+        for rule in self.rules:
+            if rule.buckets:
+                _check_buckets(f"rule {rule.name!r}: buckets", rule.buckets)
 
     def fingerprint(self) -> str:
         """A short digest of every setting: state folded under another config is not reusable."""

@@ -29,7 +29,7 @@ Semantics where DESIGN.md is silent (what a production user expects):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -58,6 +58,7 @@ from projections.metrics.summary import AnyFamily
 from projections.otel.fold import OtelFold, OtelState
 from projections.ralph.fold import LoopFold, LoopFoldState
 from projections.ralph.rollup import LoopRollup
+from projections.rules.fold import RuleFold, RulesState
 
 __all__ = ["Projection", "ProjectionState"]
 
@@ -105,14 +106,18 @@ class ProjectionState(msgspec.Struct, kw_only=True):
     loops: LoopFoldState
     custom: list[FamilyState]
     otel: OtelState
+    rules: RulesState
 
 
 class Projection:
-    """The whole folded state: catalogue families, loop roll-ups, ``metric`` families, self-metrics.
+    """The whole folded state: catalogue families, loop roll-ups, ``metric``, OTLP and rule
+    families, self-metrics.
 
-    It composes four folds, which share the clock and the overflow counts: the
+    It composes six folds, which share the clock and the overflow counts: the
     conductor fold (``conductor``), the Ralph-loop fold (``ralph``), the
-    ``metric``-event families (``metric_events``) and its own self-metrics.
+    ``metric``-event families (``metric_events``), the OTLP data points (``otel``),
+    the user rules (``rules``, run after the fold of the event's own type) and its own
+    self-metrics. ``metric``, OTLP and rule families share one namespace.
     ``families()`` returns family objects owned by the projection: read them
     (render) before folding more. ``ticks`` are event classes that only advance the
     clock (``partition``); ``run`` is the hot loop (``dispatch``), the compiled one
@@ -140,15 +145,17 @@ class Projection:
         self._conductor = ConductorFold(config, catalogue.conductor, self.clock, self.overflow)
         self._loops = LoopFold(config, catalogue.loop, self.clock, self.overflow)
         self._metrics = MetricFamilies(config, catalogue, self.clock, self.overflow, self.rejected)
+        self._rules = RuleFold(config, self.overflow)
         self._otel = OtelFold(
             config,
             catalogue,
             self.overflow,
             self.rejected,
-            taken=self._metrics.families,
+            taken=_AnyOf(self._metrics.families, self._rules.families),
             clock=self.clock,
         )
-        self._metrics.taken = self._otel.families  # one namespace: neither takes the other's
+        # one namespace: no source takes another's names (the rules' are declared first)
+        self._metrics.taken = _AnyOf(self._otel.families, self._rules.families)
         self._self_metrics: dict[str, Family] = {
             name: cat.build_family(
                 spec, max_series=config.max_series_per_family, overflow=self.overflow
@@ -162,6 +169,9 @@ class Projection:
             OtelMetric: self._otel.apply,
             **dict.fromkeys((*ticks, ApiRequest, BusMessage, MetricsReset, OtelLog)),
         }  # ticks fold nothing but their ts; the loop folds the other Nones itself
+        for cls, rules in self._rules.handlers.items():  # rules read after the catalogue folds
+            folded = handlers.get(cls)
+            handlers[cls] = rules if folded is None else _both(folded, rules)
         types = sorted(handlers, key=_dispatch_rank)
         self._spec = FoldSpec(
             types=tuple(types),
@@ -225,6 +235,7 @@ class Projection:
         self._loops.reset(prefix)
         self._metrics.reset(prefix)
         self._otel.reset(prefix)
+        self._rules.reset(prefix)
 
     # -- reading the state ---------------------------------------------------------
 
@@ -243,6 +254,7 @@ class Projection:
             *self._self_metric_families(),
             *self._metrics.families.values(),
             *self._otel.families.values(),
+            *self._rules.families.values(),
         ]
         out.sort(key=_name)
         return out
@@ -255,6 +267,7 @@ class Projection:
             cat.REJECTED_EVENTS: {(why,): float(n) for why, n in self.rejected.items()},
             cat.FOLDED_OFFSET: {(): float(self.offset)},
             cat.SERIES_OVERFLOW: {(name,): n for name, n in self.overflow.items()},
+            cat.RULE_ERRORS: {(rule,): float(n) for rule, n in self._rules.errors.items()},
         }
         for name, series in values.items():
             family = self._self_metrics[name]
@@ -288,6 +301,7 @@ class Projection:
             loops=self._loops.export_state(),
             custom=self._metrics.export_state(),
             otel=self._otel.export_state(),
+            rules=self._rules.export_state(),
         )
 
     @classmethod
@@ -314,7 +328,28 @@ class Projection:
         p._loops.restore(state.loops)
         p._metrics.restore(state.custom)
         p._otel.restore(state.otel)
+        p._rules.restore(state.rules, p.clock, p.overflow)
         return p
+
+
+class _AnyOf(Container[str]):
+    """Names held by any of some dicts (read live: the dicts grow as families are created)."""
+
+    def __init__(self, *holders: Mapping[str, object]) -> None:
+        self.holders = holders
+
+    def __contains__(self, name: object) -> bool:
+        return any(name in holder for holder in self.holders)
+
+
+def _both(first: Handler, second: Handler) -> Handler:
+    """A handler that runs two."""
+
+    def both(ev: Any, now: float) -> None:
+        first(ev, now)
+        second(ev, now)
+
+    return both
 
 
 def _dispatch_rank(cls: type[EventBase]) -> int:

@@ -6,7 +6,7 @@ kind, other label names) or names a catalogue family is counted and never applie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container
 
 from bus.events import MetricUpdate
 from projections.catalogue import Catalogue
@@ -41,11 +41,11 @@ class MetricFamilies:
         overflow: OverflowCounts,
         rejected: dict[str, int],
         *,
-        taken: Mapping[str, object] | None = None,
+        taken: Container[str] | None = None,
     ) -> None:
         self.config = config
         #: Names of another source's families (OTLP), which ``metric`` events may not use.
-        self.taken: Mapping[str, object] = {} if taken is None else taken
+        self.taken: Container[str] = () if taken is None else taken
         self.catalogue = catalogue
         self.clock = clock
         self.overflow = overflow

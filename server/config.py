@@ -16,6 +16,7 @@ import msgspec
 from bus.config import BusConfig
 from bus.errors import TallyError
 from projections.config import OtlpSettings, ProjectionConfig
+from projections.rules.spec import Rule
 
 __all__ = [
     "CONFIG_FILE",
@@ -75,14 +76,23 @@ class TallyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     projections: ProjectionConfig = msgspec.field(default_factory=ProjectionConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     otlp: OtlpConfig = msgspec.field(default_factory=OtlpConfig)
+    rules: tuple[Rule, ...] = ()
 
     def __post_init__(self) -> None:
         if self.projections.otlp != OtlpSettings():
             raise ValueError("otlp: set these in [otlp], not [projections] - at `$.projections`")
+        if self.projections.rules:
+            raise ValueError(
+                "rules: write [[rules]], not [[projections.rules]] - at `$.projections`"
+            )
+        self.projection_config()  # the rules are checked against the loop prefix there
 
     def projection_config(self) -> ProjectionConfig:
-        """``[projections]`` with the fold's part of ``[otlp]``: what the projection folds by."""
-        return msgspec.structs.replace(self.projections, otlp=self.otlp.settings())
+        """``[projections]`` with the fold's part of ``[otlp]`` and the ``[[rules]]``: what the
+        projection folds by."""
+        return msgspec.structs.replace(
+            self.projections, otlp=self.otlp.settings(), rules=self.rules
+        )
 
 
 def load_config(data_dir: Path) -> TallyConfig:

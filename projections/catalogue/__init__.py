@@ -43,6 +43,7 @@ from projections.catalogue.self_metrics import EVENTS_FOLDED as EVENTS_FOLDED
 from projections.catalogue.self_metrics import FOLDED_OFFSET as FOLDED_OFFSET
 from projections.catalogue.self_metrics import REJECT_REASONS as REJECT_REASONS
 from projections.catalogue.self_metrics import REJECTED_EVENTS as REJECTED_EVENTS
+from projections.catalogue.self_metrics import RULE_ERRORS as RULE_ERRORS
 from projections.catalogue.self_metrics import SELF as SELF
 from projections.catalogue.self_metrics import SERIES_OVERFLOW as SERIES_OVERFLOW
 from projections.catalogue.self_metrics import SERVER as SERVER

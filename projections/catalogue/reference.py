@@ -33,6 +33,7 @@ SETTINGS: Final[dict[str, str]] = {
     "summary_window_s": "sliding window of summaries, in seconds of event time",
     "summary_age_buckets": "sub-windows the summary window rotates through",
     "otlp": "set in `[otlp]`: which OTLP attributes become labels, cumulative streams kept",
+    "rules": "set by `[[rules]]`: events and OTLP log event names mapped to families",
 }
 
 
@@ -83,6 +84,8 @@ def _loop_row(row: LoopFamily) -> tuple[str, ...]:
 def _setting(value: object) -> str:
     if isinstance(value, msgspec.Struct):
         return "see the README"
+    if value == ():
+        return "none"
     if isinstance(value, tuple):
         return _numbers(value)
     if isinstance(value, float):

@@ -19,6 +19,7 @@ __all__ = [
     "FOLDED_OFFSET",
     "REJECTED_EVENTS",
     "REJECT_REASONS",
+    "RULE_ERRORS",
     "SELF",
     "SERIES_OVERFLOW",
     "SERVER",
@@ -36,6 +37,7 @@ UNKNOWN_EVENTS: Final = "tally_unknown_events_total"
 REJECTED_EVENTS: Final = "tally_rejected_events_total"
 FOLDED_OFFSET: Final = "tally_folded_offset_bytes"
 SERIES_OVERFLOW: Final = "tally_series_overflow_total"
+RULE_ERRORS: Final = "tally_rule_errors_total"
 
 #: Why a ``metric`` or ``otel_metric`` event was refused: the ``reason`` label of
 #: ``tally_rejected_events_total``.
@@ -68,6 +70,12 @@ SELF: Final[tuple[FamilySpec, ...]] = (
         "counter",
         "Updates sent to a family's overflow series because it reached its series limit.",
         "family",
+    ),
+    spec(
+        RULE_ERRORS,
+        "counter",
+        "Events a rule matched but could not apply (a value missing or not a number), by rule.",
+        "rule",
     ),
 )
 

@@ -11,7 +11,7 @@ the family, and series without it hold ``""`` (absent, to Prometheus).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container
 from typing import Final, Literal
 
 import msgspec
@@ -99,7 +99,7 @@ class OtelFold:
         overflow: OverflowCounts,
         rejected: dict[str, int],
         *,
-        taken: Mapping[str, object],
+        taken: Container[str],
         clock: EventClock,
     ) -> None:
         self.clock = clock

@@ -52,6 +52,7 @@ def test_the_snapshot_record_carries_the_conductor_record_field_by_field() -> No
         "loops",
         "custom",
         "otel",
+        "rules",
     ]
     conductor = fields(ConductorState)
     start = names.index(conductor[0][0])

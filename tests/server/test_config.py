@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,34 @@ def test_otlp_settings_belong_in_their_own_table(data_dir: Path) -> None:
     assert (
         str(caught.value) == f"{path}: [projections]: otlp: set these in [otlp], not [projections]"
     )
+
+
+def test_rules_reach_the_projection_config(data_dir: Path) -> None:
+    rules = Path(__file__).resolve().parents[2] / "docs" / "claude-code-rules.toml"
+    _write(data_dir, rules.read_text(encoding="utf-8"))
+    config = load_config(data_dir)
+    assert [r.name for r in config.projection_config().rules][:2] == [
+        "claude_code_api_requests",
+        "claude_code_input_tokens",
+    ]
+    assert (
+        config.projection_config().fingerprint() != TallyConfig().projection_config().fingerprint()
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[[rules]]\nname = "r"\non = "x"\nfamily = "f"\nkind = "counter"\ncolour = 1\n', "colour"),
+        ('[[rules]]\nname = "r"\non = "x"\nfamily = "tally_f"\nkind = "counter"\n',
+         "catalogue name"),
+        ('[[rules]]\nname = "r"\non = "x"\nfamily = "agent_f"\nkind = "counter"\n'
+         '[projections]\nloop_prefix = "agent"\n', "catalogue name"),
+        ('[[projections.rules]]\nname = "r"\non = "x"\nfamily = "f"\nkind = "counter"\n',
+         "write [[rules]]"),
+    ],
+)  # fmt: skip
+def test_bad_rules_are_config_errors(data_dir: Path, text: str, needle: str) -> None:
+    _write(data_dir, text)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_config(data_dir)

@@ -12,6 +12,7 @@ import pytest
 from bus.quarantine import Quarantine
 from bus.writer import BusConfig, BusWriter
 from projections.config import ProjectionConfig
+from projections.rules import Rule
 from server.parallel import MIN_PARALLEL_BYTES, replay_parallel
 from server.replay import replay
 from tests.support.families import rendered
@@ -79,3 +80,15 @@ def test_cli_jobs_1_and_2_print_the_same(data_dir: Path) -> None:
     ]
     assert outputs[0] == outputs[1]
     assert b"conductor_messagebus_appends_total " in outputs[0]
+
+
+def test_rules_fold_in_one_pass(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A rule may read events of both halves: its family must see them all, in one fold."""
+    write(data_dir, 3000)
+    rule = Rule(name="runs", on="run_finished", family="runs_seen_total", kind="counter")
+    config = ProjectionConfig(rules=(rule,))
+    with caplog.at_level(logging.DEBUG, logger="tally.replay"):
+        two = replay_parallel(data_dir, config=config, min_bytes=0)
+    assert "in two parts" not in caplog.text
+    assert rendered(two, "prometheus") == rendered(replay(data_dir, config=config), "prometheus")
+    assert "runs_seen_total " in rendered(two, "prometheus").decode()

@@ -73,6 +73,7 @@ SELF_METRICS = {
     "tally_rejected_events_total": ("counter", ("reason",)),
     "tally_folded_offset_bytes": ("gauge", ()),
     "tally_series_overflow_total": ("counter", ("family",)),
+    "tally_rule_errors_total": ("counter", ("rule",)),  # planned in the design, now here
 }
 
 

@@ -267,3 +267,55 @@ def test_refusals_of_a_live_server(server: TallyServer) -> None:
     )
     assert (gzipped.status, gzipped.json()) == (200, {})
     assert server.wait_caught_up()["events_by_type"]["otel_log"] == 1
+
+
+# -- logs, and rules applied back through history -------------------------------------
+
+CLAUDE_RULES = Path(__file__).resolve().parents[3] / "docs" / "claude-code-rules.toml"
+
+
+def send_claude_code_logs(server: TallyServer, requests: int) -> None:
+    """Claude Code-shaped events through the SDK's OTLP/HTTP log exporter (protobuf)."""
+    from opentelemetry._logs import LogRecord
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    provider = LoggerProvider(resource=Resource.create({"service.name": "claude-code"}))
+    exporter = OTLPLogExporter(endpoint=f"http://127.0.0.1:{server.port}/v1/logs")
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = provider.get_logger("com.anthropic.claude_code.events")
+    for i in range(requests):
+        attributes = {
+            "event.name": "api_request",
+            "session.id": "s-1",
+            "model": "claude-opus-4-5",
+            "input_tokens": str(100 + i),
+            "output_tokens": str(10),
+            "cache_read_tokens": "0",
+            "cache_creation_tokens": "0",
+            "cost_usd": "0.25",
+            "duration_ms": str(1000 * (i + 1)),
+        }
+        # as Claude Code writes them: the full name in the body, the short one in event.name
+        logger.emit(LogRecord(body="claude_code.api_request", attributes=attributes))
+    provider.shutdown()
+
+
+def test_rules_added_later_apply_to_the_log_records_already_received(data_dir: Path) -> None:
+    with tally_server(data_dir) as server:
+        send_claude_code_logs(server, 3)
+        assert server.wait_caught_up()["events_by_type"]["otel_log"] == 3
+        assert "claude_code_api_requests_total" not in server.metrics()
+    (data_dir / "tally.toml").write_bytes(CLAUDE_RULES.read_bytes())
+    with tally_server(data_dir) as server:  # another rule set: the checkpoint is refolded
+        send_claude_code_logs(server, 1)
+        server.wait_caught_up()
+        got = samples(server.metrics())
+    model = 'model="claude-opus-4-5"'
+    assert got[f"claude_code_api_requests_total{{{model}}}"] == 4
+    assert got[f'claude_code_api_tokens_total{{{model},type="input"}}'] == 100 + 101 + 102 + 100
+    assert got[f"claude_code_api_cost_usd_total{{{model}}}"] == 1.0
+    assert got[f"claude_code_api_request_duration_seconds_count{{{model}}}"] == 4
+    assert got[f"claude_code_api_request_duration_seconds_sum{{{model}}}"] == 7.0
+    assert got['tally_rule_errors_total{rule="claude_code_cost"}'] == 0
