@@ -145,6 +145,9 @@ class App:
             cat.SSE_FRAMES: float(self.hub.frames_total),
             cat.SSE_CONFLATED: float(self.hub.conflated_total),
             cat.SSE_RESYNCS: float(self.hub.resyncs_total),
+            cat.OTLP_POINTS_REJECTED: float(self.otlp.stats.points_rejected),
+            cat.OTLP_RECORDS_REJECTED: float(self.otlp.stats.records_rejected),
+            cat.OTLP_THROTTLED: float(self.otlp.stats.throttled),
         }
         return [_reading(spec, readings[spec.name]) for spec in cat.SERVER]
 

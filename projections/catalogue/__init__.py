@@ -41,6 +41,9 @@ from projections.catalogue.self_metrics import CORRUPT_LINES as CORRUPT_LINES
 from projections.catalogue.self_metrics import END_OFFSET as END_OFFSET
 from projections.catalogue.self_metrics import EVENTS_FOLDED as EVENTS_FOLDED
 from projections.catalogue.self_metrics import FOLDED_OFFSET as FOLDED_OFFSET
+from projections.catalogue.self_metrics import OTLP_POINTS_REJECTED as OTLP_POINTS_REJECTED
+from projections.catalogue.self_metrics import OTLP_RECORDS_REJECTED as OTLP_RECORDS_REJECTED
+from projections.catalogue.self_metrics import OTLP_THROTTLED as OTLP_THROTTLED
 from projections.catalogue.self_metrics import REJECT_REASONS as REJECT_REASONS
 from projections.catalogue.self_metrics import REJECTED_EVENTS as REJECTED_EVENTS
 from projections.catalogue.self_metrics import RULE_ERRORS as RULE_ERRORS

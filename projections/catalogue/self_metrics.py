@@ -17,6 +17,9 @@ __all__ = [
     "END_OFFSET",
     "EVENTS_FOLDED",
     "FOLDED_OFFSET",
+    "OTLP_POINTS_REJECTED",
+    "OTLP_RECORDS_REJECTED",
+    "OTLP_THROTTLED",
     "REJECTED_EVENTS",
     "REJECT_REASONS",
     "RULE_ERRORS",
@@ -86,6 +89,9 @@ SSE_SUBSCRIBERS: Final = "tally_sse_subscribers"
 SSE_FRAMES: Final = "tally_sse_frames_total"
 SSE_CONFLATED: Final = "tally_sse_conflated_updates_total"
 SSE_RESYNCS: Final = "tally_sse_resyncs_total"
+OTLP_POINTS_REJECTED: Final = "tally_otlp_points_rejected_total"
+OTLP_RECORDS_REJECTED: Final = "tally_otlp_log_records_rejected_total"
+OTLP_THROTTLED: Final = "tally_otlp_throttled_total"
 
 #: Rendered by a running server over the projection's families (``server.app``); the
 #: uptime keeps conductor-loop's name, and is the only family read from the wall clock.
@@ -104,5 +110,20 @@ SERVER: Final[tuple[FamilySpec, ...]] = (
         SSE_RESYNCS,
         "counter",
         "Subscribers whose pending buffer overflowed and were resent a snapshot.",
+    ),
+    spec(
+        OTLP_POINTS_REJECTED,
+        "counter",
+        "OTLP data points left out of an export and counted in its partial success.",
+    ),
+    spec(
+        OTLP_RECORDS_REJECTED,
+        "counter",
+        "OTLP log records left out of an export and counted in its partial success.",
+    ),
+    spec(
+        OTLP_THROTTLED,
+        "counter",
+        "OTLP exports answered 429 or 503 with Retry-After (tally could not take more).",
     ),
 )

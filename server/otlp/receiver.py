@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -28,7 +29,7 @@ from server.http.routing import Request, Response
 from server.live.group_commit import GroupCommitter
 from server.otlp.decode import Decoded, Encoding, OtlpDecodeError, decode_logs, decode_metrics
 
-__all__ = ["OtlpReceiver"]
+__all__ = ["OtlpReceiver", "OtlpStats"]
 
 log = logging.getLogger("tally.otlp")
 
@@ -42,6 +43,15 @@ MAX_INFLATED_BYTES: Final = 64 * 1024 * 1024
 _INVALID_ARGUMENT: Final = 3
 _RESOURCE_EXHAUSTED: Final = 8
 _UNAVAILABLE: Final = 14
+
+
+@dataclass(slots=True)
+class OtlpStats:
+    """What this receiver left out or refused since the process started."""
+
+    points_rejected: int = 0
+    records_rejected: int = 0
+    throttled: int = 0
 
 
 class OtlpReceiver:
@@ -61,47 +71,53 @@ class OtlpReceiver:
         self.committer = committer
         self.max_pending_events = max_pending_events
         self.retry_after_s = retry_after_s
+        self.stats = OtlpStats()
 
     async def metrics(self, request: Request) -> Response:
-        return await self._export(request, decode_metrics, _metrics_response)
+        response, rejected = await self._export(request, decode_metrics, _metrics_response)
+        self.stats.points_rejected += rejected
+        return response
 
     async def logs(self, request: Request) -> Response:
-        return await self._export(request, decode_logs, _logs_response)
+        response, rejected = await self._export(request, decode_logs, _logs_response)
+        self.stats.records_rejected += rejected
+        return response
 
     async def _export(
         self,
         request: Request,
         decode: Callable[[bytes, Encoding], Decoded],
         answer: Callable[[int, str], Message],
-    ) -> Response:
+    ) -> tuple[Response, int]:
+        """The answer, and how many points or records it left out."""
         ctype = (request.header("content-type") or "").split(";")[0].strip().lower()
         encoding = _CONTENT_TYPES.get(ctype)
         if encoding is None:
-            return Response.json(
-                415, {"error": "content type must be application/x-protobuf or application/json"}
-            )
+            error = "content type must be application/x-protobuf or application/json"
+            return Response.json(415, {"error": error}), 0
         coding = (request.header("content-encoding") or "identity").strip().lower()
         if coding not in ("identity", "gzip"):
-            return Response.json(415, {"error": f"content encoding {coding!r}: gzip or none"})
+            return Response.json(415, {"error": f"content encoding {coding!r}: gzip or none"}), 0
         try:
             body = _gunzip(request.body) if coding == "gzip" else request.body
             decoded = decode(body, encoding)
         except OtlpDecodeError as exc:
-            return _status(400, encoding, _INVALID_ARGUMENT, str(exc))
+            return _status(400, encoding, _INVALID_ARGUMENT, str(exc)), 0
         if decoded.events:
             pending = self.committer.pending_events
             if pending and pending + len(decoded.events) > self.max_pending_events:
-                return self._retry(429, encoding, _RESOURCE_EXHAUSTED, "too many events pending")
+                return self._retry(429, encoding, _RESOURCE_EXHAUSTED, "too many events pending"), 0
             try:
                 await self.committer.submit(decoded.events)
             except TallyError as exc:
                 if exc.http_status not in (503, 507):
                     raise
                 log.warning("OTLP export refused: %s", exc)
-                return self._retry(503, encoding, _UNAVAILABLE, str(exc))
-        return _message(200, encoding, answer(decoded.rejected, decoded.message))
+                return self._retry(503, encoding, _UNAVAILABLE, str(exc)), 0
+        return _message(200, encoding, answer(decoded.rejected, decoded.message)), decoded.rejected
 
     def _retry(self, status: int, encoding: Encoding, code: int, message: str) -> Response:
+        self.stats.throttled += 1
         response = _status(status, encoding, code, message)
         response.headers.append(("retry-after", str(self.retry_after_s)))
         return response

@@ -600,6 +600,7 @@ def test_a_retried_idempotency_key_appends_once(data_dir: Path, bus_url: str | N
 PROCESS_ONLY = (
     "conductor_uptime_seconds",
     "tally_sse_",
+    "tally_otlp_",
     "tally_checkpoint_offset_bytes",
     API_REQUESTS,
 )

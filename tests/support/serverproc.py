@@ -36,6 +36,7 @@ SERVER_ONLY: Final = (
     "tally_end_offset_bytes",
     "tally_checkpoint_offset_bytes",
     "tally_sse_",
+    "tally_otlp_",
 )
 API_REQUESTS: Final = "conductor_api_requests_total"
 

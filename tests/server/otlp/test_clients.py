@@ -267,6 +267,15 @@ def test_refusals_of_a_live_server(server: TallyServer) -> None:
     )
     assert (gzipped.status, gzipped.json()) == (200, {})
     assert server.wait_caught_up()["events_by_type"]["otel_log"] == 1
+    summary = {"name": "q", "summary": {"dataPoints": [{"count": "1"}, {"count": "2"}]}}
+    doc = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [summary]}]}]}
+    reply = server.post(
+        "/v1/metrics", json.dumps(doc).encode(), headers={"Content-Type": "application/json"}
+    )
+    assert reply.json()["partialSuccess"]["rejectedDataPoints"] == "2"
+    got = samples(server.metrics())
+    assert got["tally_otlp_points_rejected_total"] == 2
+    assert got["tally_otlp_log_records_rejected_total"] == 0
 
 
 # -- logs, and rules applied back through history -------------------------------------

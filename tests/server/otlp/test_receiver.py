@@ -125,6 +125,7 @@ async def test_partial_success_names_the_rejected_points(data_dir: Path) -> None
     answer = ExportMetricsServiceResponse.FromString(proto.body)
     assert answer.partial_success.rejected_data_points == 1
     assert len(appended(data_dir)) == 2
+    assert app.otlp.stats.points_rejected == 2
 
 
 async def test_logs_are_appended(data_dir: Path) -> None:
@@ -194,5 +195,6 @@ async def test_too_much_pending_is_429_with_retry_after(data_dir: Path) -> None:
         after = await post(app, "/v1/metrics", protobuf(GAUGE), PROTOBUF)
     assert response.status == 429
     assert ("retry-after", "1") in response.headers
+    assert app.otlp.stats.throttled == 1
     assert after.status == 200
     assert len(appended(data_dir)) == 1
