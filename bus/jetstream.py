@@ -1,4 +1,4 @@
-"""The bus contract on a NATS JetStream stream (``nats://HOST:PORT/STREAM``), with nats-py.
+"""The bus contract on a NATS JetStream stream (``nats://HOST:PORT[,…]/STREAM``), with nats-py.
 
 Rule: one appended batch is one message on subject ``tally.STREAM`` whose payload
 is the batch's JSONL lines, exactly the bytes the file bus would write. An
