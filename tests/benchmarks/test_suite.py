@@ -4,7 +4,9 @@ The replay, mtail, render and bus sections really run (tiny inputs; render needs
 100k series for ``render.ms_100k``), on the files and on a JetStream stream of a
 nats-server each section starts. The server section is replaced by a stand-in:
 bench_server's own smallest run takes about 30 s and has its own module; here only the
-aggregation of its figures (both backends') is under test. No timing is asserted.
+aggregation of its figures (both backends') is under test, and, once, that its two
+JetStream scenarios really produce the suite's JetStream keys (at --quick size, about
+15 s). No timing is asserted.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import suite
+from benchmarks import bench_server, suite
 from tests.support.nats import find_nats_server
 
 SERVER_KEYS = (
@@ -122,6 +124,16 @@ def test_tiny_run_measures_both_backends(tiny: tuple[int, dict[str, Any]]) -> No
     side_by_side = suite.backends_table(results)
     assert "MISSING" not in side_by_side
     assert len(side_by_side.splitlines()) == len(suite.BACKENDS) + 1
+
+
+def test_server_scenarios_on_jetstream_give_their_keys() -> None:
+    if find_nats_server() is None:
+        pytest.skip(NO_NATS)
+    results = bench_server.run(True, ("ingest_jetstream", "scrape_latency_jetstream"))
+    for key in ("ingest.jetstream_http_events_per_s", "latency.jetstream_append_to_scrape_p99_ms"):
+        assert key in suite.JETSTREAM_REQUIRED
+        assert math.isfinite(results[key]) and results[key] > 0, key
+    assert results["latency.jetstream_append_to_scrape_samples"] == 60
 
 
 def test_missing_keys_exit_non_zero(tmp_path: Path) -> None:
