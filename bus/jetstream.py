@@ -1,4 +1,4 @@
-"""The bus contract on a NATS JetStream stream (``nats://HOST:PORT/STREAM``), with nats-py.
+"""The bus contract on a NATS JetStream stream (``nats://HOST:PORT[,…]/STREAM``), with nats-py.
 
 Rule: one appended batch is one message on subject ``tally.STREAM`` whose payload
 is the batch's JSONL lines, exactly the bytes the file bus would write. An
@@ -82,15 +82,33 @@ _DUPLICATE_IN_BATCH: Final = 10201
 _POLL_S: Final = 1.0
 
 
-def parse_nats_url(url: str) -> tuple[str, str]:
-    """``nats://HOST:PORT/STREAM`` -> (server URL, stream name); else ``BusError`` saying why."""
+def parse_nats_url(url: str) -> tuple[list[str], str]:
+    """``nats://HOST:PORT[,HOST:PORT…]/STREAM`` -> (server URLs, stream name); else ``BusError``.
+
+    Several comma-separated hosts are several nodes of one cluster: the client
+    tries them in the order written (the first to answer wins) and moves on to
+    the next when its node is lost. A user (``USER:PASSWORD@``, a comma in it
+    percent-encoded) before the first host applies to all of them.
+    """
     parts = urlsplit(url)
     stream = parts.path.strip("/")
-    if parts.scheme != "nats" or not parts.hostname:
-        raise BusError(f"bus URL {url!r}: expected nats://HOST:PORT/STREAM")
+    userinfo, _, netloc = parts.netloc.rpartition("@")
+    # a user goes before the first host only: "h1,u@h2" is no valid list
+    hosts = netloc.split(",") if "," not in userinfo else [""]
+    servers = []
+    for host in hosts:
+        try:
+            node = urlsplit(f"nats://{host}")
+            valid = parts.scheme == "nats" and bool(node.hostname) and node.netloc == host
+            node.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            valid = False
+        if not valid:
+            raise BusError(f"bus URL {url!r}: expected nats://HOST:PORT[,HOST:PORT…]/STREAM")
+        servers.append(f"nats://{userinfo}@{host}" if userinfo else f"nats://{host}")
     if not stream or any(c in stream for c in " \t.*>/\\"):
         raise BusError(f"bus URL {url!r}: the stream name is missing or not valid")
-    return f"nats://{parts.netloc}", stream
+    return servers, stream
 
 
 def check_encoded(data: bytes, count: int) -> None:
@@ -139,6 +157,15 @@ def _skip_lines(payload: bytes, n: int) -> bytes:
     return payload[pos:]
 
 
+def _node(nc: Client) -> str:
+    """``HOST:PORT`` of the node ``nc`` is connected to (never a password)."""
+    where = nc.connected_url
+    if where is None or where.hostname is None:
+        return "no node"
+    host = f"[{where.hostname}]" if ":" in where.hostname else where.hostname
+    return f"{host}:{where.port}"
+
+
 class JetStreamBus:
     """The log in one JetStream stream; connects on ``__aenter__`` or first use."""
 
@@ -148,7 +175,7 @@ class JetStreamBus:
         data_dir: Path,
         config: BusConfig = DEFAULT_CONFIG,
     ) -> None:
-        self.server, self.stream = parse_nats_url(url)
+        self.servers, self.stream = parse_nats_url(url)
         self.url = url
         self.subject = f"tally.{self.stream}"
         self.data_dir = data_dir
@@ -190,7 +217,7 @@ class JetStreamBus:
                 log.warning("bus %s: disconnected", url)
 
         async def on_reconnected() -> None:
-            log.info("bus %s: reconnected", url)
+            log.info("bus %s: reconnected to %s", url, _node(nc))
 
         options = self.config.nats
         nc = Client()
@@ -199,7 +226,7 @@ class JetStreamBus:
             # here, so a running server rides out a restart of NATS): bound it
             with anyio.fail_after(options.connect_timeout_s):
                 await nc.connect(
-                    self.server,
+                    self.servers,
                     error_cb=on_error,
                     disconnected_cb=on_disconnected,
                     reconnected_cb=on_reconnected,
@@ -207,6 +234,7 @@ class JetStreamBus:
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=1,
                     allow_reconnect=True,
+                    dont_randomize=True,  # the URL's hosts in the order written
                     name="tally",
                 )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
@@ -215,6 +243,7 @@ class JetStreamBus:
             reason = last_error[0] if last_error else str(exc) or type(exc).__name__
             raise BusUnavailable(url, reason) from None
         connected = True
+        log.info("bus %s: connected to %s", url, _node(nc))
         self._nc = nc
         js = nc.jetstream(timeout=options.request_timeout_s)
         try:

@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--bus",
         metavar="URL",
-        help="the log: file:PATH or nats://HOST:PORT/STREAM "
+        help="the log: file:PATH or nats://HOST:PORT[,HOST:PORT...]/STREAM "
         "(default: $TALLY_BUS, else [bus] url in tally.toml, else file:DATA_DIR/bus)",
     )
     parser = argparse.ArgumentParser(

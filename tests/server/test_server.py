@@ -24,6 +24,7 @@ from tests.support.buses import bus_url
 from tests.support.nats import NatsServer, nats_server
 from tests.support.serverproc import (
     API_REQUESTS,
+    PROCESS_ONLY,
     SERVER_ONLY,
     TALLY,
     TallyServer,
@@ -594,16 +595,6 @@ def test_a_retried_idempotency_key_appends_once(data_dir: Path, bus_url: str | N
         assert doc["bus"] == status["bus"] == (bus_url or f"file:{data_dir / 'bus'}")
         bad = server.post("/api/v1/events", body, headers={"Idempotency-Key": "new\tline"})
         assert bad.status == 400
-
-
-#: What two servers folding one stream may render differently: their own process's.
-PROCESS_ONLY = (
-    "conductor_uptime_seconds",
-    "tally_sse_",
-    "tally_otlp_",
-    "tally_checkpoint_offset_bytes",
-    API_REQUESTS,
-)
 
 
 def test_two_servers_on_one_stream_serve_the_same_metrics(

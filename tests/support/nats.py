@@ -57,6 +57,7 @@ class NatsServer:
     store: Path
     port: int = field(default_factory=_free_port)
     extra_args: list[str] = field(default_factory=list)
+    name: str | None = None
     binary: str | None = field(default_factory=find_nats_server)
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
@@ -64,6 +65,11 @@ class NatsServer:
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        """``127.0.0.1:PORT``, as a bus URL lists several nodes."""
+        return f"127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
         """Start the server and wait until it accepts connections."""
@@ -129,7 +135,7 @@ class NatsCluster:
         for i, cluster_port in enumerate(cluster_ports):
             args = ["--name", f"n{i}", "--cluster_name", self.name]
             args += ["--cluster", f"nats://127.0.0.1:{cluster_port}", "--routes", routes]
-            self.nodes.append(NatsServer(self.root / f"n{i}", extra_args=args))
+            self.nodes.append(NatsServer(self.root / f"n{i}", extra_args=args, name=f"n{i}"))
         for node in self.nodes:
             node.start()
         return self
@@ -137,6 +143,23 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    def stream_leader(self, stream: str) -> int:
+        """The index of the node leading ``stream`` now (asked of any node that answers)."""
+        import anyio  # here: only cluster tests need the client
+        import nats
+
+        async def ask() -> str:
+            nc = await nats.connect([node.url for node in self.nodes if node.process])
+            try:
+                info = await nc.jetstream().stream_info(stream)
+            finally:
+                await nc.close()
+            assert info.cluster is not None and info.cluster.leader is not None, info
+            return info.cluster.leader
+
+        leader = anyio.run(ask)
+        return next(i for i, node in enumerate(self.nodes) if node.name == leader)
 
 
 @pytest.fixture

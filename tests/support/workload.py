@@ -14,6 +14,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Final, Literal
 
+from bus.contract import Bus
 from bus.events import (
     AgentFallback,
     ApiRequest,
@@ -37,7 +38,7 @@ from bus.events import (
 )
 from bus.writer import BusConfig, BusWriter
 
-__all__ = ["RESET_PREFIX", "mixed_events", "write_log"]
+__all__ = ["RESET_PREFIX", "append_log", "mixed_events", "write_log"]
 
 #: ``metrics_reset`` events clear the families starting with this prefix.
 RESET_PREFIX: Final = "app_batch_"
@@ -289,3 +290,12 @@ def write_log(data_dir: Path, n: int, seed: int = 42, batch: int = 1000) -> int:
             data = encode_events(chunk)
             end = writer.append_encoded(data, len(chunk))[0] + len(data)
     return end
+
+
+async def append_log(bus: Bus, n: int, seed: int = 42, batch: int = 1000) -> int:
+    """``write_log`` through the bus contract, on any backend (the same batches); the end."""
+    events = mixed_events(n, seed)
+    while chunk := list(islice(events, batch)):
+        await bus.append_encoded(encode_events(chunk), len(chunk))
+    await bus.sync()
+    return await bus.end()
