@@ -31,5 +31,8 @@ from bus.segments import Segment as Segment
 from bus.segments import bus_dir as bus_dir
 from bus.segments import list_segments as list_segments
 from bus.segments import segment_name as segment_name
+from bus.user_types import EventSchema as EventSchema
+from bus.user_types import EventTypeDecl as EventTypeDecl
+from bus.user_types import event_schema as event_schema
 from bus.writer import BusWriter as BusWriter
 from bus.writer import Durability as Durability

@@ -9,6 +9,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from bus.user_types import EventSchema, EventTypeDecl, event_schema
+
 __all__ = ["DEFAULT_CONFIG", "BusConfig", "Durability", "JetStreamConfig"]
 
 Durability = Literal["never", "interval", "always"]
@@ -36,7 +38,8 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     ``url`` picks the backend (``file:PATH`` or ``nats://HOST:PORT[,HOST:PORT…]/STREAM``; unset:
     the files in ``<data-dir>/bus``). ``dedup_window_s`` is how long an append's
     ``msg_id`` is remembered on the file bus (JetStream's own default is also 120 s;
-    a stream tally creates gets this window too).
+    a stream tally creates gets this window too). ``event_types`` are the declared
+    types its readers decode (set from ``[[event_types]]`` in tally.toml).
     """
 
     url: str | None = None
@@ -45,6 +48,12 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     fsync_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     dedup_window_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
     nats: JetStreamConfig = msgspec.field(default_factory=JetStreamConfig)
+    event_types: tuple[EventTypeDecl, ...] = ()
+
+    @property
+    def schema(self) -> EventSchema:
+        """The event classes of this log: the built-ins and ``event_types``."""
+        return event_schema(self.event_types)
 
 
 #: The default configuration (a module-level value, so it is built once).

@@ -372,8 +372,9 @@ def stamp(events: list[Event], now: float | None = None) -> list[Event]:
     return [ev if ev.ts is not None else msgspec.structs.replace(ev, ts=when) for ev in events]
 
 
-def event_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the union, for producers in other languages."""
-    schema: dict[str, Any] = msgspec.json.schema(Event)
+def event_json_schema(union: Any = Event) -> dict[str, Any]:
+    """The JSON Schema of the union (or of ``union``: with declared types), for producers in
+    other languages."""
+    schema: dict[str, Any] = msgspec.json.schema(union)
     schema["title"] = "tally event, schema v1"
     return schema

@@ -130,7 +130,12 @@ class FileBus:
     # -- reading ---------------------------------------------------------------
 
     def _reader(self, decoder: msgspec.json.Decoder[Any] | None = None) -> BusReader:
-        return BusReader(self.data_dir, bus=self.bus, decoder=decoder, stats=self.stats)
+        schema = self.config.schema
+        if decoder is None and schema.decls:  # declared types: their union (else the built-in)
+            decoder = schema.decoder
+        return BusReader(
+            self.data_dir, bus=self.bus, decoder=decoder, stats=self.stats, known=schema.classes
+        )
 
     async def read(
         self,

@@ -401,7 +401,12 @@ class JetStreamBus:
     # -- reading ---------------------------------------------------------------
 
     def _lines(self, decoder: msgspec.json.Decoder[Any] | None) -> LineDecoder:
-        return LineDecoder(quarantine=self._quarantine, decoder=decoder, stats=self.stats)
+        schema = self.config.schema
+        if decoder is None and schema.decls:  # declared types: their union (else the built-in)
+            decoder = schema.decoder
+        return LineDecoder(
+            quarantine=self._quarantine, decoder=decoder, stats=self.stats, known=schema.classes
+        )
 
     async def read(
         self,

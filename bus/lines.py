@@ -17,7 +17,7 @@ chunk is then accepted with both anomalies unseen (~70 ns/event to rule out).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, islice, repeat
 from operator import add
@@ -139,10 +139,12 @@ class LineDecoder:
     """Turns chunks of complete lines into batches; quarantines and counts what is not an event.
 
     ``decoder`` replaces the ``Event`` decoder (a partitioned replay decodes some
-    tags to their ``ts`` only). Every batch it makes is added to ``stats``.
+    tags to their ``ts`` only; a log with declared types decodes their union too);
+    ``known`` holds the tags it decodes (a line of another tag is unknown, not
+    corrupt). Every batch it makes is added to ``stats``.
     """
 
-    __slots__ = ("_decoder", "_quarantine", "stats")
+    __slots__ = ("_decoder", "_known", "_quarantine", "stats")
 
     def __init__(
         self,
@@ -150,8 +152,10 @@ class LineDecoder:
         quarantine: Quarantine | None,
         decoder: msgspec.json.Decoder[Any] | None = None,
         stats: ReadStats | None = None,
+        known: Container[str] = EVENT_TYPES,
     ) -> None:
         self._decoder = decoder if decoder is not None else _decoder
+        self._known = known
         self._quarantine = quarantine
         self.stats = stats if stats is not None else ReadStats()
 
@@ -200,7 +204,7 @@ class LineDecoder:
             try:
                 event = self._decoder.decode(line)
             except _DECODE_ERRORS as exc:
-                tag = _unknown_tag(line)
+                tag = _unknown_tag(line, self._known)
                 if tag is None:
                     rejected.append((position, _reason(exc), line))
                 else:
@@ -229,13 +233,13 @@ class LineDecoder:
             self._quarantine.add_many(lines)
 
 
-def _unknown_tag(line: bytes) -> str | None:
-    """The ``type`` of a JSON object whose type is not in the catalogue, else ``None``."""
+def _unknown_tag(line: bytes, known: Container[str]) -> str | None:
+    """The ``type`` of a JSON object whose type is not ``known``, else ``None``."""
     try:
         tag = _tag_decoder.decode(line).type
     except _DECODE_ERRORS:
         return None
-    return None if tag in EVENT_TYPES else tag
+    return None if tag in known else tag
 
 
 def _reason(exc: Exception) -> str:

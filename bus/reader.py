@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Container, Generator, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
 
 from bus.errors import OffsetError
+from bus.events import EVENT_TYPES
 from bus.lines import Batch, LineDecoder, ReadStats
 from bus.quarantine import MAX_RAW_BYTES, Quarantine
 from bus.segments import Segment, bus_dir, list_segments
@@ -35,7 +36,7 @@ class BusReader:
     tags (a partitioned replay decodes the tags it does not fold to ``ts`` only).
     ``bus`` is the segments' directory when it is not ``<data_dir>/bus`` (the
     quarantine stays in ``data_dir``); ``stats`` shares running totals with
-    other readers of the same bus.
+    other readers of the same bus; ``known`` holds the tags ``decoder`` decodes.
     """
 
     def __init__(
@@ -48,13 +49,17 @@ class BusReader:
         decoder: msgspec.json.Decoder[Any] | None = None,
         bus: Path | None = None,
         stats: ReadStats | None = None,
+        known: Container[str] = EVENT_TYPES,
     ) -> None:
         if chunk_bytes <= 0 or max_line_bytes <= 0:
             raise ValueError("chunk_bytes and max_line_bytes must be positive")
         self.data_dir = data_dir
         self.bus = bus if bus is not None else bus_dir(data_dir)
         self._lines = LineDecoder(
-            quarantine=Quarantine(data_dir) if quarantine else None, decoder=decoder, stats=stats
+            quarantine=Quarantine(data_dir) if quarantine else None,
+            decoder=decoder,
+            stats=stats,
+            known=known,
         )
         self.chunk_bytes = chunk_bytes
         self._max_line = max(max_line_bytes, chunk_bytes)

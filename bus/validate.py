@@ -1,7 +1,8 @@
 """Validation of submitted events: all or nothing, each error naming line and field.
 
 Used by ``tally emit`` and ``POST /api/v1/events``. Nothing here touches the
-log: callers append only what this module returned without error.
+log: callers append only what this module returned without error. ``schema``
+adds the declared types (``[[event_types]]``); without it, only the built-ins.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any, Final
 import msgspec
 
 from bus.errors import EventError, InvalidEvents
-from bus.events import EVENT_TYPES, Event, EventBase
+from bus.events import Event, EventBase
+from bus.user_types import BUILTIN_SCHEMA, EventSchema
 
 __all__ = ["MAX_REPORTED_ERRORS", "events_from_body", "events_from_jsonl", "events_from_pairs"]
 
@@ -41,20 +43,20 @@ def _event_error(line: int, exc: msgspec.MsgspecError, raw: object = None) -> Ev
     return EventError(line, message, field)
 
 
-def _convert(line: int, obj: object) -> Event:
+def _convert(line: int, obj: object, schema: EventSchema) -> Event:
     try:
-        event: Event = msgspec.convert(obj, Event)
+        event: Event = msgspec.convert(obj, schema.union)
         return event
     except msgspec.ValidationError as exc:
         raise _event_error(line, exc, obj) from None
 
 
-def _collect(items: list[tuple[int, object]]) -> list[Event]:
+def _collect(items: list[tuple[int, object]], schema: EventSchema) -> list[Event]:
     events: list[Event] = []
     errors: list[EventError] = []
     for line, obj in items:
         try:
-            events.append(_convert(line, obj))
+            events.append(_convert(line, obj, schema))
         except EventError as err:
             errors.append(err)
             if len(errors) >= MAX_REPORTED_ERRORS:
@@ -64,18 +66,19 @@ def _collect(items: list[tuple[int, object]]) -> list[Event]:
     return events
 
 
-def events_from_jsonl(data: bytes) -> list[Event]:
+def events_from_jsonl(data: bytes, *, schema: EventSchema = BUILTIN_SCHEMA) -> list[Event]:
     """Decode JSONL (blank lines skipped); every line is validated before any is returned."""
+    decoder = _event_decoder if schema is BUILTIN_SCHEMA else schema.decoder
     try:
-        events = _event_decoder.decode_lines(data)
+        events: list[Event] = decoder.decode_lines(data)
     except msgspec.MsgspecError:
-        return _events_from_jsonl_slow(data)
+        return _events_from_jsonl_slow(data, schema)
     if not events:
         raise InvalidEvents([EventError(1, "no events in the input")])
     return events
 
 
-def _events_from_jsonl_slow(data: bytes) -> list[Event]:
+def _events_from_jsonl_slow(data: bytes, schema: EventSchema) -> list[Event]:
     """The per-line path: only taken when the input has errors, to name each one."""
     items: list[tuple[int, object]] = []
     errors: list[EventError] = []
@@ -92,37 +95,41 @@ def _events_from_jsonl_slow(data: bytes) -> list[Event]:
         raise InvalidEvents(errors)
     if not items:
         raise InvalidEvents([EventError(1, "no events in the input")])
-    return _collect(items)
+    return _collect(items, schema)
 
 
-def events_from_body(data: bytes, *, jsonl: bool = False) -> list[Event]:
+def events_from_body(
+    data: bytes, *, jsonl: bool = False, schema: EventSchema = BUILTIN_SCHEMA
+) -> list[Event]:
     """A JSON object, a JSON array of objects, or (``jsonl`` or several lines) JSONL.
 
     For an array, the "line" in errors is the 1-based index of the element.
     """
     if jsonl:
-        return events_from_jsonl(data)
+        return events_from_jsonl(data, schema=schema)
+    builtin = schema is BUILTIN_SCHEMA
     stripped = data.lstrip()
     try:
         if stripped.startswith(b"["):
-            events = _list_decoder.decode(data)
+            events: list[Event] = (_list_decoder if builtin else schema.list_decoder).decode(data)
             if events:
                 return events
         elif stripped.startswith(b"{") and stripped.rstrip().count(b"\n") == 0:
-            return [_event_decoder.decode(data)]
+            event: Event = (_event_decoder if builtin else schema.decoder).decode(data)
+            return [event]
     except msgspec.MsgspecError:
         pass  # fall through to the detailed path, which names every error
     try:
         doc = _any_decoder.decode(data)
     except msgspec.DecodeError as exc:
         if data.strip().count(b"\n"):
-            return events_from_jsonl(data)
+            return events_from_jsonl(data, schema=schema)
         raise InvalidEvents([EventError(1, f"not valid JSON: {exc}")]) from None
     if isinstance(doc, list):
         if not doc:
             raise InvalidEvents([EventError(1, "no events in the input")])
-        return _collect(list(enumerate(doc, start=1)))
-    return _collect([(1, doc)])
+        return _collect(list(enumerate(doc, start=1)), schema)
+    return _collect([(1, doc)], schema)
 
 
 def _field_types(cls: type[EventBase]) -> dict[str, Any]:
@@ -139,16 +146,18 @@ def _is_plain_str(t: Any) -> bool:
     )
 
 
-def events_from_pairs(event_type: str, pairs: list[str]) -> Event:
+def events_from_pairs(
+    event_type: str, pairs: list[str], *, schema: EventSchema = BUILTIN_SCHEMA
+) -> Event:
     """``TYPE key=value ...`` from the command line.
 
     A value for a string field is taken as written; any other value is parsed
     as JSON where it parses (``3``, ``true``, ``{"a":"b"}``) and kept as a
     string otherwise, then the whole event is validated.
     """
-    cls = EVENT_TYPES.get(event_type)
+    cls = schema.classes.get(event_type)
     if cls is None:
-        known = ", ".join(EVENT_TYPES)
+        known = ", ".join(schema.classes)
         raise InvalidEvents([EventError(1, f"unknown event type {event_type!r} (known: {known})")])
     types = _field_types(cls)
     obj: dict[str, object] = {"type": event_type}
@@ -167,4 +176,4 @@ def events_from_pairs(event_type: str, pairs: list[str]) -> Event:
             obj[key] = text
     if errors:
         raise InvalidEvents(errors)
-    return _collect([(1, obj)])[0]
+    return _collect([(1, obj)], schema)[0]

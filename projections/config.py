@@ -14,6 +14,7 @@ from typing import Final
 
 import msgspec
 
+from bus.user_types import EventSchema, EventTypeDecl, check_event_types, event_schema
 from projections.catalogue.buckets import DEFAULT_BUCKETS, ITERATION_BUCKETS
 from projections.rules.spec import Rule, check_rules
 
@@ -95,6 +96,9 @@ class ProjectionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     otlp: OtlpSettings = OtlpSettings()
     #: User rules (set from ``[[rules]]`` in tally.toml): events -> families.
     rules: tuple[Rule, ...] = ()
+    #: User-declared event types (set from ``[[event_types]]`` in tally.toml): folded and
+    #: counted like the built-ins, read by rules.
+    event_types: tuple[EventTypeDecl, ...] = ()
 
     def __post_init__(self) -> None:
         prefix = self.loop_prefix
@@ -113,11 +117,20 @@ class ProjectionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise ValueError("summary_window_s: must be a positive number of seconds")
         if self.summary_age_buckets < 1:
             raise ValueError("summary_age_buckets: must be at least 1")
+        check_event_types(self.event_types)
         check_rules(self.rules, (*(f"{t}_" for t in _TAKEN), f"{prefix}_"))
         for rule in self.rules:
             if rule.buckets:
                 _check_buckets(f"rule {rule.name!r}: buckets", rule.buckets)
 
+    @property
+    def schema(self) -> EventSchema:
+        """The event classes folded: the built-ins and ``event_types``."""
+        return event_schema(self.event_types)
+
     def fingerprint(self) -> str:
         """A short digest of every setting: state folded under another config is not reusable."""
-        return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:16]
+        doc = msgspec.to_builtins(self)
+        if not self.event_types:  # as before types could be declared: those snapshots still fit
+            del doc["event_types"]
+        return hashlib.sha256(msgspec.json.encode(doc)).hexdigest()[:16]

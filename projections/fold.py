@@ -35,7 +35,6 @@ from typing import Any, Final
 import msgspec
 
 from bus.events import (
-    EVENT_TYPES,
     ApiRequest,
     BusMessage,
     Event,
@@ -62,7 +61,6 @@ from projections.rules.fold import RuleFold, RulesState
 
 __all__ = ["Projection", "ProjectionState"]
 
-_TAG: Final[dict[type[EventBase], str]] = {cls: tag for tag, cls in EVENT_TYPES.items()}
 #: Event types by how often a typical log holds them (ticks share their type's tag).
 _COMMON: Final = (
     "api_request",
@@ -141,7 +139,9 @@ class Projection:
         self.unknown_types: dict[str, int] = {}
         self.rejected: dict[str, int] = dict.fromkeys(cat.REJECT_REASONS, 0)
         ticks = tuple(ticks)  # classes that only advance the clock (``partition``)
-        self._by_class: dict[type[EventBase], int] = dict.fromkeys((*_TAG, *ticks), 0)
+        classes = config.schema.classes  # the built-ins, then the declared types
+        self._tags: dict[type[EventBase], str] = {cls: tag for tag, cls in classes.items()}
+        self._by_class: dict[type[EventBase], int] = dict.fromkeys((*self._tags, *ticks), 0)
         self._conductor = ConductorFold(config, catalogue.conductor, self.clock, self.overflow)
         self._loops = LoopFold(config, catalogue.loop, self.clock, self.overflow)
         self._metrics = MetricFamilies(config, catalogue, self.clock, self.overflow, self.rejected)
@@ -168,7 +168,9 @@ class Projection:
             MetricUpdate: self._metrics.apply,
             OtelMetric: self._otel.apply,
             **dict.fromkeys((*ticks, ApiRequest, BusMessage, MetricsReset, OtelLog)),
-        }  # ticks fold nothing but their ts; the loop folds the other Nones itself
+            **dict.fromkeys(config.schema.declared),
+        }  # ticks and declared types fold nothing but their ts (and their count) unless a rule
+        # reads them; the loop folds the other Nones itself
         for cls, rules in self._rules.handlers.items():  # rules read after the catalogue folds
             folded = handlers.get(cls)
             handlers[cls] = rules if folded is None else _both(folded, rules)
@@ -193,7 +195,8 @@ class Projection:
     @property
     def events_by_type(self) -> dict[str, int]:
         """Events folded so far, by event type (every type, 0 included)."""
-        return {_TAG[cls]: n for cls, n in self._by_class.items() if cls in _TAG}
+        tags = self._tags
+        return {tags[cls]: n for cls, n in self._by_class.items() if cls in tags}
 
     def fold_batch(self, batch: Batch, events: list[Event] | None = None) -> None:
         """Fold a reader batch (events, corrupt and unknown counts); ``offset`` moves to its end.
@@ -310,11 +313,12 @@ class Projection:
         p = cls(config)
         p.offset = state.offset
         p.clock.now = state.clock
-        unknown = set(state.events_by_type) - set(EVENT_TYPES)
+        classes = config.schema.classes
+        unknown = set(state.events_by_type) - set(classes)
         if unknown:
             raise ValueError(f"unknown event types in state: {sorted(unknown)}")
         for tag, n in state.events_by_type.items():
-            p._by_class[EVENT_TYPES[tag]] = n
+            p._by_class[classes[tag]] = n
         p.corrupt_lines = state.corrupt_lines
         p.unknown_events = state.unknown_events
         p.unknown_types = dict(state.unknown_types)

@@ -20,6 +20,7 @@ import msgspec
 
 from bus.errors import TallyError
 from bus.events import MetricsReset
+from bus.user_types import BUILTIN_SCHEMA, EventSchema
 from bus.validate import events_from_body
 from projections import catalogue as cat
 from projections.exposition.formats import FORMATS, Format, content_type, render
@@ -68,8 +69,10 @@ class App:
         sse_min_interval_s: float = 0.1,
         conductor: ConductorBridge | None = None,
         otlp: OtlpReceiver | None = None,
+        schema: EventSchema = BUILTIN_SCHEMA,
     ) -> None:
         self.conductor = conductor
+        self.schema = schema  # the event types ``POST /api/v1/events`` accepts
         self.worker = worker
         self.committer = committer
         self.hub = hub
@@ -228,7 +231,8 @@ class App:
             return Response.json(
                 400, {"error": "Idempotency-Key must be 1 to 200 printable ASCII characters"}
             )
-        events = events_from_body(request.body, jsonl=jsonl)  # InvalidEvents: 400, see __call__
+        # InvalidEvents: 400, see __call__
+        events = events_from_body(request.body, jsonl=jsonl, schema=self.schema)
         offsets = await self.committer.submit(events, key)
         return Response.json(
             200,

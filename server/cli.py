@@ -66,7 +66,7 @@ def _bus_url(args: argparse.Namespace, config: TallyConfig) -> str | None:
 def _open_bus(args: argparse.Namespace, config: TallyConfig | None = None) -> Bus:
     """The bus this command works on (not opened yet: ``async with`` it)."""
     config = config if config is not None else _config(args)
-    return open_bus(_bus_url(args, config), _data_dir(args), config.bus)
+    return open_bus(_bus_url(args, config), _data_dir(args), config.bus_config())
 
 
 def _offset(text: str) -> int:
@@ -94,27 +94,29 @@ def _port(text: str) -> int:
 # -- emit -------------------------------------------------------------------
 
 
-def _read_emit_input(args: argparse.Namespace) -> list[Event]:
+def _read_emit_input(args: argparse.Namespace, config: TallyConfig) -> list[Event]:
+    schema = config.bus_config().schema  # the built-ins and the declared [[event_types]]
     if args.json is not None:
         if args.type or args.pairs:
             raise UsageError("give either --json or TYPE key=value..., not both")
-        return events_from_body(args.json.encode())
+        return events_from_body(args.json.encode(), schema=schema)
     if args.type == "-":
         if args.pairs:
             raise UsageError("'-' reads JSONL from stdin and takes no key=value pairs")
-        return events_from_jsonl(sys.stdin.buffer.read())
+        return events_from_jsonl(sys.stdin.buffer.read(), schema=schema)
     if not args.type:
         raise UsageError("give TYPE key=value..., --json '{...}', or - for JSONL on stdin")
-    return [events_from_pairs(args.type, args.pairs)]
+    return [events_from_pairs(args.type, args.pairs, schema=schema)]
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
     import anyio
 
-    events = _read_emit_input(args)  # validates everything before any byte is written
+    config = _config(args)
+    events = _read_emit_input(args, config)  # validates everything before any byte is written
     if args.id is not None and not args.id:
         raise UsageError("--id must not be empty")
-    bus = _open_bus(args)
+    bus = _open_bus(args, config)
 
     async def run() -> list[int]:
         async with bus:
@@ -216,7 +218,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    sys.stdout.write(msgspec.json.format(_json.encode(event_json_schema()), indent=2).decode())
+    union = _config(args).bus_config().schema.union  # the built-ins and [[event_types]]
+    doc = _json.encode(event_json_schema(union))
+    sys.stdout.write(msgspec.json.format(doc, indent=2).decode())
     sys.stdout.write("\n")
     return 0
 
@@ -295,7 +299,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             data_dir,
             config=config,
             bus_url=bus_url,
-            bus_config=tally_config.bus,
+            bus_config=tally_config.bus_config(),
             step_s=_step_seconds(args.step),
             until_offset=until_offset,
             until_ts=until_ts,
@@ -310,7 +314,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         data_dir,
         config=config,
         bus_url=bus_url,
-        bus_config=tally_config.bus,
+        bus_config=tally_config.bus_config(),
         until_offset=until_offset,
         until_ts=until_ts,
         progress=progress,
@@ -425,7 +429,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
     config = _config(args)
     if options.url is not None:
         return run_loop(options, DEFAULT_BUS)
-    return run_loop(options, config.bus, _bus_url(args, config))
+    return run_loop(options, config.bus_config(), _bus_url(args, config))
 
 
 # -- parser -----------------------------------------------------------------

@@ -15,6 +15,7 @@ import msgspec
 
 from bus.config import BusConfig
 from bus.errors import TallyError
+from bus.user_types import EventTypeDecl
 from projections.config import OtlpSettings, ProjectionConfig
 from projections.rules.spec import Rule
 
@@ -77,8 +78,18 @@ class TallyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     otlp: OtlpConfig = msgspec.field(default_factory=OtlpConfig)
     rules: tuple[Rule, ...] = ()
+    event_types: tuple[EventTypeDecl, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.bus.event_types:
+            raise ValueError(
+                "event_types: write [[event_types]], not [[bus.event_types]] - at `$.bus`"
+            )
+        if self.projections.event_types:
+            raise ValueError(
+                "event_types: write [[event_types]], not [[projections.event_types]] "
+                "- at `$.projections`"
+            )
         if self.projections.otlp != OtlpSettings():
             raise ValueError("otlp: set these in [otlp], not [projections] - at `$.projections`")
         if self.projections.rules:
@@ -91,8 +102,15 @@ class TallyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         """``[projections]`` with the fold's part of ``[otlp]`` and the ``[[rules]]``: what the
         projection folds by."""
         return msgspec.structs.replace(
-            self.projections, otlp=self.otlp.settings(), rules=self.rules
+            self.projections,
+            otlp=self.otlp.settings(),
+            rules=self.rules,
+            event_types=self.event_types,
         )
+
+    def bus_config(self) -> BusConfig:
+        """``[bus]`` with the ``[[event_types]]``: what the bus's readers decode."""
+        return msgspec.structs.replace(self.bus, event_types=self.event_types)
 
 
 def load_config(data_dir: Path) -> TallyConfig:

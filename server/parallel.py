@@ -134,6 +134,7 @@ def replay_parallel(
     if (
         held < min_bytes
         or config.rules  # a rule may read events of both halves: one fold holds its family
+        or config.event_types  # the halves decode the built-in types only
         or (os.cpu_count() or 1) < 2
         or "fork" not in multiprocessing.get_all_start_methods()
     ):

@@ -104,7 +104,7 @@ async def serve(
         )
     config = options.config
     options.data_dir.mkdir(parents=True, exist_ok=True)
-    bus = open_bus(options.bus_url or config.bus.url, options.data_dir, config.bus)
+    bus = open_bus(options.bus_url or config.bus.url, options.data_dir, config.bus_config())
     async with bus:
         await _serve(options, bus, task_status=task_status)
 
@@ -143,6 +143,7 @@ async def _serve(
         protect_reads=options.protect_reads,
         conductor=bridge,
         otlp=OtlpReceiver(committer, max_pending_events=config.otlp.max_pending_events),
+        schema=config.bus_config().schema,
     )
     limits = HttpLimits(
         max_connections=config.server.max_connections,

@@ -34,6 +34,7 @@ SETTINGS: Final[dict[str, str]] = {
     "summary_age_buckets": "sub-windows the summary window rotates through",
     "otlp": "set in `[otlp]`: which OTLP attributes become labels, cumulative streams kept",
     "rules": "set by `[[rules]]`: events and OTLP log event names mapped to families",
+    "event_types": "set by `[[event_types]]`: event types of your own, counted like the built-ins",
 }
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from bus.events import EVENT_TYPES, EventBase, OtelLog
+from bus.events import EventBase, OtelLog
 from projections.clock import EventClock
 from projections.metrics.families import (
     CounterFamily,
@@ -51,15 +51,16 @@ class RuleFold:
         for rule in config.rules:
             if rule.family not in self.families:
                 self.families[rule.family] = _family(rule, config, overflow)
+        classes = config.schema.classes  # a declared type is an event type like the built-ins
         by_type: dict[str, list[Rule]] = defaultdict(list)
         self._by_event_name: dict[str, list[Rule]] = defaultdict(list)
         for rule in config.rules:
-            if rule.on in EVENT_TYPES:
+            if rule.on in classes:
                 by_type[rule.on].append(rule)
             else:
                 self._by_event_name[rule.on].append(rule)
         self.handlers: dict[type[EventBase], Handler] = {
-            EVENT_TYPES[tag]: self._typed(rules) for tag, rules in by_type.items()
+            classes[tag]: self._typed(rules) for tag, rules in by_type.items()
         }
         if self._by_event_name:
             typed = self.handlers.get(OtelLog)

@@ -18,8 +18,6 @@ from typing import Final, Literal
 
 import msgspec
 
-from bus.events import EVENT_TYPES
-
 __all__ = ["UNRULED_TYPES", "Rule", "check_rules"]
 
 #: Event types the fold counts on a fast path that rules cannot see.
@@ -31,7 +29,8 @@ _LABEL: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: The rule's name: the ``rule`` label of ``tally_rule_errors_total``.
     name: str
-    #: An event type (``run_finished``), or else an OTLP log event name
+    #: An event type (``run_finished``, or one declared in ``[[event_types]]``), or else an
+    #: OTLP log event name
     #: (``claude_code.api_request``: ``otel_log`` events with that ``event_name``).
     on: str
     family: str
@@ -75,11 +74,6 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     @property
     def label_names(self) -> tuple[str, ...]:
         return tuple(sorted((*self.labels, *self.const_labels)))
-
-    @property
-    def event_type(self) -> str:
-        """The event type the rule reads: ``on`` itself, or ``otel_log``."""
-        return self.on if self.on in EVENT_TYPES else "otel_log"
 
 
 def check_rules(rules: Sequence[Rule], reserved: tuple[str, ...]) -> None:

@@ -414,3 +414,79 @@ def test_check_and_tail_on_jetstream(data_dir: Path, nats_server: NatsServer) ->
     assert not any(line.startswith(("segments", "torn tail")) for line in lines)
     tailed = tally(data_dir, "tail", "--bus", url, "--from-offset", offsets.stdout.decode().strip())
     assert [json.loads(line)["loop_id"] for line in tailed.stdout.splitlines()] == ["b"]
+
+
+DEPLOY_TOML = """
+[[event_types]]
+name = "deploy_finished"
+fields = [
+  { name = "service", type = "str" },
+  { name = "duration_s", type = "float" },
+  { name = "ok", type = "bool", default = true },
+]
+"""
+
+
+def test_emit_validates_and_appends_declared_types(data_dir: Path) -> None:
+    (data_dir / "tally.toml").write_text(DEPLOY_TOML)
+    tally(data_dir, "emit", "deploy_finished", "service=api", "duration_s=2.5", check=True)
+    tally(
+        data_dir,
+        "emit",
+        "--json",
+        '{"type":"deploy_finished","service":"web","duration_s":1,"ok":false}',
+        check=True,
+    )
+    before = bus_bytes(data_dir)
+    cases = [
+        (["deploy_finished", "service=api", "duration_s=slow"], None,
+         "line 1, field 'duration_s': Expected `float`, got `str`"),
+        (["deploy_finished", "duration_s=1"], None,
+         "line 1, field 'service': Object missing required field `service`"),
+        (["-"], b'{"type":"deploy_finished","service":"a","duration_s":1}\n'
+                b'{"type":"deploy_finished","service":"a","duration_s":1,"ok":"yes"}\n',
+         "line 2, field 'ok': Expected `bool`, got `str`"),
+        (["deploy_started", "service=api"], None, "unknown event type 'deploy_started'"),
+    ]  # fmt: skip
+    for args, stdin, message in cases:
+        proc = tally(data_dir, "emit", *args, stdin=stdin)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr.decode(), proc.stderr
+        assert "nothing was appended" in proc.stderr.decode()
+    assert bus_bytes(data_dir) == before
+
+    records = [json.loads(line) for line in tally(data_dir, "tail", check=True).stdout.splitlines()]
+    assert [(r["type"], r["service"], r["ok"]) for r in records] == [
+        ("deploy_finished", "api", True),
+        ("deploy_finished", "web", False),
+    ]
+    assert all(isinstance(r["ts"], float) for r in records)
+    report = check_json(data_dir)
+    assert report["events_by_type"] == {"deploy_finished": 2}
+    assert report["unknown_events"] == 0
+    schema = json.loads(tally(data_dir, "schema", check=True).stdout)
+    assert "deploy_finished" in schema["$defs"]
+
+
+def test_undeclared_types_are_refused_at_write_and_skipped_in_the_log(data_dir: Path) -> None:
+    proc = tally(data_dir, "emit", "deploy_finished", "service=api", "duration_s=1")
+    assert proc.returncode == 2
+    assert "unknown event type 'deploy_finished'" in proc.stderr.decode()
+    assert bus_bytes(data_dir) == {}
+
+    (data_dir / "tally.toml").write_text(DEPLOY_TOML)
+    tally(data_dir, "emit", "deploy_finished", "service=api", "duration_s=1", check=True)
+    (data_dir / "tally.toml").unlink()  # the declaration is gone: the line is unknown
+    replayed = tally(data_dir, "replay", check=True).stdout.decode()
+    assert "tally_unknown_events_total 1\n" in replayed
+    assert 'tally_events_folded_total{type="deploy_finished"}' not in replayed
+
+
+def test_a_declaration_shadowing_a_built_in_stops_serve(data_dir: Path) -> None:
+    (data_dir / "tally.toml").write_text('[[event_types]]\nname = "run_started"\n')
+    proc = tally(data_dir, "serve", "--port", "0")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.decode().endswith(
+        f"tally serve: {data_dir}/tally.toml: "
+        "[event_types] [0]: name: 'run_started' is a built-in event type\n"
+    ), proc.stderr

@@ -136,3 +136,46 @@ def test_bad_rules_are_config_errors(data_dir: Path, text: str, needle: str) -> 
     _write(data_dir, text)
     with pytest.raises(ConfigError, match=re.escape(needle)):
         load_config(data_dir)
+
+
+DEPLOY_TOML = """
+[[event_types]]
+name = "deploy_finished"
+fields = [
+  { name = "service", type = "str" },
+  { name = "duration_s", type = "float", default = 0.0 },
+]
+"""
+
+
+def test_event_types_reach_the_bus_and_the_projection(data_dir: Path) -> None:
+    _write(data_dir, DEPLOY_TOML)
+    config = load_config(data_dir)
+    assert [d.name for d in config.bus_config().event_types] == ["deploy_finished"]
+    assert config.bus_config().schema is config.projection_config().schema
+    assert "deploy_finished" in config.projection_config().schema.classes
+    assert (
+        config.projection_config().fingerprint() != TallyConfig().projection_config().fingerprint()
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[[event_types]]\nname = "run_started"\n',
+         "[event_types] [0]: name: 'run_started' is a built-in event type"),
+        ('[[event_types]]\nname = "d"\nfields = [{ name = "x", type = "text" }]\n',
+         "[event_types] [0].fields[0].type: Invalid enum value 'text'"),
+        ('[[event_types]]\nname = "d"\nfields = [{ name = "x", type = "int", default = "a" }]\n',
+         "field 'x': default 'a' is not a int"),
+        ('[[event_types]]\nname = "d"\ncolour = 1\n', "unknown key 'colour'"),
+        ('[[event_types]]\nname = "d"\n[[event_types]]\nname = "d"\n',
+         "two types have the same name"),
+        ('[[bus.event_types]]\nname = "d"\n', "write [[event_types]]"),
+    ],
+)  # fmt: skip
+def test_bad_event_types_are_config_errors(data_dir: Path, text: str, needle: str) -> None:
+    path = _write(data_dir, text)
+    with pytest.raises(ConfigError, match=re.escape(needle)) as info:
+        load_config(data_dir)
+    assert str(info.value).startswith(f"{path}: ")

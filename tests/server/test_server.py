@@ -621,3 +621,63 @@ def test_two_servers_on_one_stream_serve_the_same_metrics(
     assert sum(v for k, v in folded.items() if k.startswith("tally_events_folded_total")) == 2001
     assert api_requests(text_a) - own_a == api_requests(text_b) - own_b
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["snapshots"]  # no bus files
+
+
+DEPLOY_TYPES = """
+[[event_types]]
+name = "deploy_finished"
+fields = [
+  { name = "service", type = "str" },
+  { name = "duration_s", type = "float", required = false },
+]
+"""
+DEPLOY_RULE = """
+[[rules]]
+name = "deploys"
+on = "deploy_finished"
+family = "deploys_total"
+kind = "counter"
+labels = { service = "service" }
+"""
+
+
+def deploy(service: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "deploy_finished", "service": service, **fields}
+
+
+def test_declared_types_are_ingested_and_a_new_rule_counts_their_history(
+    data_dir: Path, bus_url: str | None
+) -> None:
+    (data_dir / "tally.toml").write_text(DEPLOY_TYPES)
+    with tally_server(data_dir) as first:
+        posted = first.post_events([deploy("api", duration_s=2), deploy("web"), message(1)])
+        lines = b"\n".join(json.dumps(deploy("api")).encode() for _ in range(2))
+        reply = first.post(
+            "/api/v1/events", lines, headers={"Content-Type": "application/x-ndjson"}
+        )
+        assert reply.status == 200, reply.body
+        before = tail(data_dir)
+        bad = [deploy("api"), deploy("web", duration_s="slow"), {"type": "deploy_started"}]
+        reply = first.post("/api/v1/events", json.dumps(bad).encode())
+        assert reply.status == 400
+        errors = reply.json()["errors"]
+        assert [(e["line"], e["field"]) for e in errors] == [(2, "duration_s"), (3, "type")]
+        assert tail(data_dir) == before
+        first.wait_folded(posted["last_offset"] + 1)
+        assert first.wait_caught_up()["events_by_type"]["deploy_finished"] == 4
+        values = samples(first.metrics())
+        assert values['tally_events_folded_total{type="deploy_finished"}'] == 4
+        assert "deploys_total" not in first.metrics()
+        assert first.stop() == 0
+
+    (data_dir / "tally.toml").write_text(DEPLOY_TYPES + DEPLOY_RULE)  # a new rule: refold
+    with tally_server(data_dir) as second:
+        second.wait_caught_up()
+        values = samples(second.metrics())
+        assert values['deploys_total{service="api"}'] == 3
+        assert values['deploys_total{service="web"}'] == 1
+        assert values['tally_events_folded_total{type="deploy_finished"}'] == 4
+        assert values["tally_unknown_events_total"] == 0
+        assert second.status()["restored_from_offset"] is None
+    replayed = samples(tally(data_dir, "replay").stdout.decode())
+    assert replayed['deploys_total{service="api"}'] == 3

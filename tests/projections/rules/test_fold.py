@@ -9,6 +9,8 @@ import msgspec
 import pytest
 
 from bus.events import MetricUpdate, OtelLog, OtelMetric, RunFinished
+from bus.user_types import EventTypeDecl, FieldDecl
+from bus.validate import events_from_jsonl
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.rules import Rule
@@ -167,3 +169,40 @@ def test_rules_feeding_one_family_must_agree() -> None:
         ProjectionConfig(rules=(a, b))
     with pytest.raises(ValueError, match="same name"):
         ProjectionConfig(rules=(a, a))
+
+
+DEPLOY = EventTypeDecl(
+    name="deploy_finished",
+    fields=(
+        FieldDecl(name="service", type="str"),
+        FieldDecl(name="duration_s", type="float", required=False),
+    ),
+)
+
+
+def test_a_rule_reads_a_declared_type_and_its_counts_are_snapshotted() -> None:
+    rules = (
+        Rule(name="deploys", on="deploy_finished", family="deploys_total", kind="counter",
+             labels={"service": "service"}),
+        Rule(name="deploy_time", on="deploy_finished", family="deploy_seconds",
+             kind="histogram", value="duration_s", buckets=(1.0, 10.0)),
+    )  # fmt: skip
+    config = ProjectionConfig(rules=rules, event_types=(DEPLOY,))
+    events = events_from_jsonl(
+        b'{"type":"deploy_finished","service":"api","duration_s":3,"ts":1}\n'
+        b'{"type":"deploy_finished","service":"api","ts":2}\n'
+        b'{"type":"deploy_finished","service":"web","duration_s":0.5,"ts":3}\n',
+        schema=config.schema,
+    )
+    p = fold(config, *events)
+    assert family(p, "deploys_total").values == {("api",): 2.0, ("web",): 1.0}
+    assert family(p, "deploy_seconds").series[()].counts == [1, 1, 0]
+    assert p.events_by_type["deploy_finished"] == 3
+    assert family(p, "tally_rule_errors_total").values[("deploy_time",)] == 1  # no duration
+
+    again, _ = decode_snapshot(encode_snapshot(p), config)
+    assert again.export_state() == p.export_state()
+    undeclared = ProjectionConfig(rules=rules)  # the same rules, nothing declared
+    assert undeclared.fingerprint() != config.fingerprint()
+    with pytest.raises(SnapshotError):
+        decode_snapshot(encode_snapshot(p), undeclared)
