@@ -291,8 +291,22 @@ def _bodies(n_events: int, seed: int, batch: int = BATCH) -> list[tuple[bytes, i
     return out
 
 
-def _post_concurrently(port: int, bodies: Sequence[tuple[bytes, int]], connections: int) -> float:
-    """POST every body over ``connections`` keep-alive connections; events acked per second."""
+def _post_events(client: Http, body: bytes, n: int) -> int:
+    return client.post_events(body)
+
+
+#: How one body is sent: (client, body, items in it) -> items acknowledged.
+Send = Callable[[Http, bytes, int], int]
+
+
+def post_concurrently(
+    port: int,
+    bodies: Sequence[tuple[bytes, int]],
+    connections: int,
+    send: Send = _post_events,
+) -> float:
+    """POST every body over ``connections`` keep-alive connections (``send``: to
+    /api/v1/events by default); items (events, points, records) acked per second."""
     lock = threading.Lock()
     next_body = iter(bodies)
     acked = [0] * connections
@@ -306,7 +320,7 @@ def _post_concurrently(port: int, bodies: Sequence[tuple[bytes, int]], connectio
                 item = next(next_body, None)
             if item is None:
                 return
-            acked[i] += clients[i].post_events(item[0])
+            acked[i] += send(clients[i], item[0], item[1])
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
     for thread in threads:
@@ -320,7 +334,7 @@ def _post_concurrently(port: int, bodies: Sequence[tuple[bytes, int]], connectio
         client.close()
     expected = sum(n for _, n in bodies)
     if sum(acked) != expected:
-        raise RuntimeError(f"acknowledged {sum(acked)} events of {expected}")
+        raise RuntimeError(f"acknowledged {sum(acked)} of {expected}")
     return expected / elapsed
 
 
@@ -412,7 +426,7 @@ def bench_ingest(root: Path, quick: bool, bus_url: str | None = None) -> Scenari
     bodies = _bodies(warm + total * reps, SEED)
     out = Scenario()
     with running_server(root / "ingest", bus_url=bus_url) as server:
-        _post_concurrently(server.port, bodies[: warm // BATCH], CONNECTIONS)
+        post_concurrently(server.port, bodies[: warm // BATCH], CONNECTIONS)
         client = Http(server.port)
         client.wait_caught_up()
         rates, folded = [], []
@@ -420,7 +434,7 @@ def bench_ingest(root: Path, quick: bool, bus_url: str | None = None) -> Scenari
             lo = warm // BATCH + rep * (total // BATCH)
             chunk = bodies[lo : lo + total // BATCH]
             t0 = time.perf_counter()
-            rates.append(_post_concurrently(server.port, chunk, CONNECTIONS))
+            rates.append(post_concurrently(server.port, chunk, CONNECTIONS))
             folded.append(total / (client.wait_caught_up() - t0))
         client.close()
     out.results["ingest.http_events_per_s"] = round(statistics.median(rates))

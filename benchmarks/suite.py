@@ -5,7 +5,7 @@ that was not measured is missing (and the run fails), never filled in.
 
     python -m benchmarks [--quick] [--out FILE]
 
-Sections run one after another (replay, mtail, render, bus, server), each in this
+Sections run one after another (replay, mtail, render, bus, server, otlp), each in this
 process; what they print goes to stderr, the tables to stdout: every required key
 with its target, then the two bus backends (files, JetStream) side by side. The
 replay, bus and server sections each start their own nats-server for the JetStream
@@ -116,6 +116,11 @@ REQUIRED: Final = (
     "replay.files_one_core_events_per_s",
     "replay.files_events_per_s",
     *JETSTREAM_REQUIRED,
+    # "OTLP/HTTP receiver and user rules", item 5
+    "otlp.ingest_points_per_s",
+    "otlp.log_records_per_s",
+    "rules.ratio_to_catalogue",
+    "rules.api_request_ratio_to_catalogue",
 )
 
 #: The SSE target is relative to the stream's interval, which the server benchmark reports.
@@ -158,6 +163,9 @@ TARGETS: Final[dict[str, Target]] = {
     "replay.jetstream_ratio": Target(">=", 0.5),  # one core, JetStream / files
     "ingest.jetstream_http_events_per_s": Target(">=", 100_000),
     "latency.jetstream_append_to_scrape_p99_ms": Target("<=", 50),
+    # "OTLP/HTTP receiver and user rules", item 5
+    "otlp.ingest_points_per_s": Target(">=", 50_000),
+    "rules.ratio_to_catalogue": Target("<=", 2),  # one rule's event / a catalogue event
 }
 
 #: Peer figures shown beside a key: (label, key of the peer's figure, unit).
@@ -187,6 +195,16 @@ PEERS: Final[dict[str, tuple[tuple[str, str, str], ...]]] = {
     "latency.jetstream_append_to_scrape_p99_ms": (
         ("files", "latency.append_to_scrape_p99_ms", " ms"),
     ),
+    "otlp.ingest_points_per_s": (("folded", "otlp.folded_points_per_s", "/s"),),
+    "otlp.log_records_per_s": (("folded", "otlp.folded_log_records_per_s", "/s"),),
+    "rules.ratio_to_catalogue": (
+        ("tool_result (1 rule)", "rules.tool_result_ns_per_event", " ns"),
+        ("run_finished", "rules.run_finished_ns_per_event", " ns"),
+    ),
+    "rules.api_request_ratio_to_catalogue": (
+        ("api_request (7 rules)", "rules.api_request_ns_per_event", " ns"),
+        ("per rule", "rules.per_rule_ratio_to_catalogue", "x"),
+    ),
 }
 
 
@@ -203,14 +221,28 @@ class Sizes:
     render_reps: int
     bus_append_events: int
     bus_read_events: int
+    otlp_bodies: int  # protobuf bodies of 1,000 points (records) per timed run
+    rule_events: int  # events per fold in the rules' fold cost
 
 
 FULL: Final = Sizes(
-    "full", False, 3, 1_000_000, 1_000_000, (1_000, 10_000, 100_000), 5, 200_000, 1_000_000
+    "full",
+    False,
+    3,
+    1_000_000,
+    1_000_000,
+    (1_000, 10_000, 100_000),
+    5,
+    200_000,
+    1_000_000,
+    100,
+    200_000,
 )
-QUICK: Final = Sizes("quick", True, 3, 200_000, 100_000, (100_000,), 3, 100_000, 200_000)
+QUICK: Final = Sizes(
+    "quick", True, 3, 200_000, 100_000, (100_000,), 3, 100_000, 200_000, 30, 50_000
+)
 #: For tests of this machinery only: every figure here is too small to mean anything.
-TINY: Final = Sizes("tiny", True, 1, 5_000, 2_000, (100_000,), 1, 2_000, 5_000)
+TINY: Final = Sizes("tiny", True, 1, 5_000, 2_000, (100_000,), 1, 2_000, 5_000, 2, 2_000)
 SIZES: Final = {s.name: s for s in (FULL, QUICK, TINY)}
 
 Results = dict[str, float]
@@ -268,12 +300,21 @@ def _server(sizes: Sizes) -> Mapping[str, object]:
     return results
 
 
+def _otlp(sizes: Sizes) -> Mapping[str, object]:
+    from benchmarks import bench_otlp
+
+    return bench_otlp.run(
+        sizes.quick, bodies=sizes.otlp_bodies, events=sizes.rule_events, repeat=sizes.repeat
+    )
+
+
 SECTIONS: Final[dict[str, Section]] = {
     "replay": _replay,
     "mtail": _mtail,
     "render": _render,
     "bus": _bus,
     "server": _server,
+    "otlp": _otlp,
 }
 
 

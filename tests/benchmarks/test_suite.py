@@ -126,6 +126,40 @@ def test_tiny_run_measures_both_backends(tiny: tuple[int, dict[str, Any]]) -> No
     assert len(side_by_side.splitlines()) == len(suite.BACKENDS) + 1
 
 
+def test_tiny_run_measures_otlp_ingest_and_the_rules_fold(
+    tiny: tuple[int, dict[str, Any]],
+) -> None:
+    _, report = tiny
+    results = report["results"]
+    for key in (
+        "otlp.ingest_points_per_s",
+        "otlp.folded_points_per_s",
+        "otlp.log_records_per_s",
+        "otlp.folded_log_records_per_s",
+        "rules.tool_result_ns_per_event",
+        "rules.api_request_ns_per_event",
+        "rules.run_finished_ns_per_event",
+        "rules.ns_per_rule",
+    ):
+        value = results[key]
+        assert isinstance(value, float) and math.isfinite(value) and value > 0, key
+    assert results["otlp.points_per_run"] == suite.TINY.otlp_bodies * 1_000
+    assert results["rules.events"] == suite.TINY.rule_events
+    assert results["rules.api_request_rules"] == 7  # the default rules file
+    assert results["rules.ratio_to_catalogue"] == pytest.approx(
+        results["rules.tool_result_ns_per_event"] / results["rules.run_finished_ns_per_event"],
+        rel=1e-2,
+    )
+    assert report["targets"]["otlp.ingest_points_per_s"]["target"] == 50_000
+    assert report["targets"]["otlp.ingest_points_per_s"]["op"] == ">="
+    assert report["targets"]["rules.ratio_to_catalogue"] == {
+        "op": "<=",
+        "target": 2.0,
+        "met": results["rules.ratio_to_catalogue"] <= 2,
+    }
+    assert report["meta"]["sections"]["otlp"]["seconds"] > 0
+
+
 def test_server_scenarios_on_jetstream_give_their_keys() -> None:
     if find_nats_server() is None:
         pytest.skip(NO_NATS)
