@@ -64,62 +64,29 @@ class RuleFold:
         }
         if self._by_event_name:
             typed = self.handlers.get(OtelLog)
-            self.handlers[OtelLog] = self._logs if typed is None else _both(typed, self._logs)
+            logs = self._logs()
+            self.handlers[OtelLog] = logs if typed is None else _both(typed, logs)
 
     def _typed(self, plans: Sequence[_Plan]) -> Handler:
+        sinks = (self.families, self.errors)  # updated in place, never replaced
+
         def apply(ev: Any, now: float) -> None:
-            self._apply(plans, ev, _NOTHING, _NOTHING)
+            _apply(plans, ev, _NOTHING, _NOTHING, sinks)
 
         return apply
 
-    def _logs(self, ev: OtelLog, now: float) -> None:
-        plans = self._by_event_name.get(ev.event_name)
-        if plans:
-            self._apply(plans, ev, ev.attributes, ev.resource)
+    def _logs(self) -> Handler:
+        """The handler of ``otel_log``: its event name's plans (a closure: no attribute
+        lookups on ``self`` per event)."""
+        plans_of = self._by_event_name.get
+        sinks = (self.families, self.errors)
 
-    def _apply(
-        self, plans: Sequence[_Plan], ev: Any, attributes: Attributes, resource: Attributes
-    ) -> None:
-        """Each rule of ``plans`` on one event. A field is read from ``attributes``, then
-        ``resource`` (an ``otel_log``'s; empty for other events), then the event's own
-        fields. The reads are inlined: this loop is the fold's cost per rule."""
-        families, errors = self.families, self.errors
-        for name, source, scale, labels, family_name, kind in plans:
-            value = 1.0
-            if source:  # attribute values are never None: None is "not there"
-                raw = attributes.get(source)
-                if raw is None:
-                    raw = resource.get(source)
-                    if raw is None:
-                        raw = getattr(ev, source, None)
-                number = _number(raw)
-                if number is None:  # missing, or not a number
-                    errors[name] += 1
-                    continue
-                value = number * scale
-            # the label values in the family's order: fixed ones as they are, read ones as text
-            values = []
-            for read, fixed in labels:
-                if read:
-                    raw = attributes.get(read)
-                    if raw is None:
-                        raw = resource.get(read)
-                        if raw is None:
-                            raw = getattr(ev, read, None)
-                    values.append(raw if type(raw) is str else _label(raw))
-                else:
-                    values.append(fixed)
-            key = tuple(values)
-            family: Any = families[family_name]
-            if kind == "counter":
-                if value < 0:  # a counter never falls
-                    errors[name] += 1
-                else:
-                    family.inc(key, value)
-            elif kind == "histogram":
-                family.observe(key, value)
-            else:
-                family.set(key, value)
+        def apply(ev: OtelLog, now: float) -> None:
+            plans = plans_of(ev.event_name)
+            if plans:
+                _apply(plans, ev, ev.attributes, ev.resource, sinks)
+
+        return apply
 
     def reset(self, prefix: str) -> None:
         for name, family in self.families.items():
@@ -140,6 +107,61 @@ class RuleFold:
             assert isinstance(family, CounterFamily | GaugeFamily | HistogramFamily)
             self.families[family.name] = family
         self.errors.update(state.errors)
+
+
+def _apply(
+    plans: Sequence[_Plan],
+    ev: Any,
+    attributes: Attributes,
+    resource: Attributes,
+    sinks: tuple[dict[str, Family], dict[str, int]],
+) -> None:
+    """Each rule of ``plans`` on one event. A field is read from ``attributes``, then
+    ``resource`` (an ``otel_log``'s; empty for other events), then the event's own
+    fields. The reads are inlined: this loop is the fold's cost per rule. ``sinks``: the
+    fold's families and error counts."""
+    families, errors = sinks
+    for name, source, scale, labels, family_name, kind in plans:
+        value = 1.0
+        if source:  # attribute values are never None: None is "not there"
+            raw = attributes.get(source)
+            if raw is None:
+                raw = resource.get(source)
+                if raw is None:
+                    raw = getattr(ev, source, None)
+            number = _number(raw)
+            if number is None:  # missing, or not a number
+                errors[name] += 1
+                continue
+            value = number * scale
+        # the label values in the family's order: fixed ones as they are, read ones as text
+        values = []
+        for read, fixed in labels:
+            if read:
+                raw = attributes.get(read)
+                if raw is None:
+                    raw = resource.get(read)
+                    if raw is None:
+                        raw = getattr(ev, read, None)
+                values.append(raw if type(raw) is str else _label(raw))
+            else:
+                values.append(fixed)
+        key = tuple(values)
+        family: Any = families[family_name]
+        if kind == "counter":
+            if value < 0:  # a counter never falls
+                errors[name] += 1
+            else:  # ``family.inc`` inlined for a series already there
+                series = family.values
+                current = series.get(key)
+                if current is None:
+                    family.inc(key, value)
+                else:
+                    series[key] = current + value
+        elif kind == "histogram":
+            family.observe(key, value)
+        else:
+            family.set(key, value)
 
 
 def _family(rule: Rule, config: ProjectionConfig, overflow: OverflowCounts) -> Family:
