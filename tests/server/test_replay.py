@@ -231,3 +231,42 @@ def test_a_jetstream_replay_prints_what_a_file_replay_prints(
     for fmt in FORMATS:
         assert rendered(two, fmt) == rendered(one, fmt)
     assert not (nats_dir / "bus").exists()
+
+
+def test_rules_apply_to_replays_as_of_a_past_time_and_to_steps(data_dir: Path) -> None:
+    """A ``[[rules]]`` rule is part of the fold: ``--until-ts`` and ``--step`` apply it too."""
+    (data_dir / "tally.toml").write_text(
+        "[[rules]]\n"
+        'name = "exits"\n'
+        'on = "run_finished"\n'
+        'family = "run_exit_codes_total"\n'
+        'kind = "counter"\n'
+        'labels = { code = "exit_code" }\n'
+        'help = "Finished runs by exit code."\n'
+    )
+    lines = [
+        {
+            "type": "run_finished",
+            "ts": 100.0 + i,
+            "run_id": f"r{i}",
+            "project": "p",
+            "exit_code": i % 2,
+        }
+        for i in range(6)
+    ]
+    emitted = tally(
+        data_dir, "emit", "-", stdin="".join(json.dumps(x) + "\n" for x in lines).encode()
+    )
+    assert emitted.returncode == 0, emitted.stderr
+    everything = tally(data_dir, "replay").stdout.decode()
+    assert 'run_exit_codes_total{code="0"} 3' in everything
+    assert 'run_exit_codes_total{code="1"} 3' in everything
+    past = tally(data_dir, "replay", "--until-ts", "102").stdout.decode()  # r0, r1, r2
+    assert 'run_exit_codes_total{code="0"} 2' in past
+    assert 'run_exit_codes_total{code="1"} 1' in past
+    steps = tally(data_dir, "replay", "--step", "2s").stdout.decode()
+    at = [
+        float(m.group(1))
+        for m in re.finditer(r'^run_exit_codes_total\{code="0"\} (\S+) 102(?:\.0+)?$', steps, re.M)
+    ]
+    assert at == [2.0]  # the step at ts 102 holds r0 and r2 (exit 0), and only those
