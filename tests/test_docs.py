@@ -386,7 +386,17 @@ def test_no_reference_to_the_developers_design_notes(path: Path) -> None:
 
 
 #: Top-level directories of the repository: a code span starting with one is a path.
-_TOP = ("bus", "projections", "server", "tests", "benchmarks", "docs", "scripts", ".ci")
+_TOP = (
+    "bus",
+    "projections",
+    "server",
+    "tests",
+    "benchmarks",
+    "docs",
+    "scripts",
+    ".ci",
+    "contrib",
+)
 _PATHLIKE = re.compile(r"[\w.-]+(/[\w.-]+)*/?")
 
 
