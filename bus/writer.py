@@ -28,10 +28,18 @@ matches nothing, never a batch without its record. Under ``always`` the record
 is ``fdatasync``ed before the batch is written; under ``interval`` and
 ``never`` a power loss may keep a batch and lose its record, and a retry after
 it appends the batch again.
+
+A failed append (``ENOSPC``, ``EDQUOT``, ``EIO``, a short write) leaves no byte
+of its batch in the log: still under the flock, the segment is truncated back
+to its size before the write, then ``BusFull`` (device or quota full) or
+``BusError`` is raised. Its de-dup record, already written, names bytes that
+are not there and so matches nothing: a retry with the same ``msg_id`` appends.
+Nothing acknowledged is touched, and the next append after space returns works.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -165,6 +173,7 @@ class BusWriter:
         ``msg_id``, the first batch's start and bytes."""
         lock_fd = self._require_open()
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        before: tuple[int, int] | None = None  # the active segment and its size, once known
         try:
             now = time.time()
             if msg_id is not None and (record := self._ids.lookup(msg_id, now)) is not None:
@@ -172,11 +181,14 @@ class BusWriter:
                 if earlier is not None:
                     return record.start, earlier
             fd, size = self._active_segment()
+            before = (fd, size)
             if size and (size != self._ours and os.pread(fd, 1, size - 1) != b"\n"):
                 _write_all(fd, b"\n")  # a writer died mid-line: end its fragment here
                 size += 1
             if size >= self.config.segment_bytes:
+                before = None  # the old segment's fd is closed by the rotation
                 fd, size = self._rotate(self._base + size)
+                before = (fd, size)
             start = self._base + size
             if msg_id is not None:
                 record = IdRecord(msg_id, start, start + len(data), zlib.crc32(data), now)
@@ -186,9 +198,23 @@ class BusWriter:
             self._dirty = True
             return start, None
         except OSError as exc:
+            if before is not None:
+                self._undo(*before)
             raise _bus_error(f"cannot append to the log in {self._bus}", exc) from exc
         finally:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+    def _undo(self, fd: int, size: int) -> None:
+        """Cut a failed write off: the segment ``fd`` back to ``size`` (flock held).
+
+        Drops any part of the batch that did land (a short write on a full disk), so
+        no byte of an unacknowledged batch stays in the log; the de-dup record
+        written before it then names bytes that are not there, and matches nothing.
+        A segment opened by a rotation for this batch stays, empty.
+        """
+        self._ours = -1  # the next append checks the tail again
+        with contextlib.suppress(OSError):  # not expected when shrinking; if it happens,
+            os.ftruncate(fd, size)  # the next append ends the fragment
 
     def _after_write(self) -> None:
         match self.config.durability:

@@ -152,7 +152,21 @@ class App:
             cat.OTLP_RECORDS_REJECTED: float(self.otlp.stats.records_rejected),
             cat.OTLP_THROTTLED: float(self.otlp.stats.throttled),
         }
-        return [_reading(spec, readings[spec.name]) for spec in cat.SERVER]
+        by_label: dict[str, dict[tuple[str, ...], float]] = {
+            cat.APPEND_ERRORS: {
+                (reason,): float(count) for reason, count in self.committer.append_errors.items()
+            },
+        }
+        families = []
+        for spec in cat.SERVER:
+            if spec.name in readings:
+                families.append(_reading(spec, readings[spec.name]))
+                continue
+            family = cat.build_family(spec)
+            assert isinstance(family, CounterFamily)
+            family.values.update(by_label[spec.name])
+            families.append(family)
+        return families
 
     def families(self, end: int) -> list[AnyFamily]:
         """The projection's families with this server's own requests counted in, and the

@@ -36,6 +36,7 @@ from projections.catalogue.loops import Feed as Feed
 from projections.catalogue.loops import LoopFamily as LoopFamily
 from projections.catalogue.loops import When as When
 from projections.catalogue.loops import loop_specs as loop_specs
+from projections.catalogue.self_metrics import APPEND_ERRORS as APPEND_ERRORS
 from projections.catalogue.self_metrics import CHECKPOINT_OFFSET as CHECKPOINT_OFFSET
 from projections.catalogue.self_metrics import CORRUPT_LINES as CORRUPT_LINES
 from projections.catalogue.self_metrics import END_OFFSET as END_OFFSET

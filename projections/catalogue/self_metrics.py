@@ -12,6 +12,7 @@ from typing import Final
 from projections.catalogue.spec import FamilySpec, spec
 
 __all__ = [
+    "APPEND_ERRORS",
     "CHECKPOINT_OFFSET",
     "CORRUPT_LINES",
     "END_OFFSET",
@@ -92,6 +93,7 @@ SSE_RESYNCS: Final = "tally_sse_resyncs_total"
 OTLP_POINTS_REJECTED: Final = "tally_otlp_points_rejected_total"
 OTLP_RECORDS_REJECTED: Final = "tally_otlp_log_records_rejected_total"
 OTLP_THROTTLED: Final = "tally_otlp_throttled_total"
+APPEND_ERRORS: Final = "tally_append_errors_total"
 
 #: Rendered by a running server over the projection's families (``server.app``); the
 #: uptime keeps conductor-loop's name, and is the only family read from the wall clock.
@@ -125,5 +127,12 @@ SERVER: Final[tuple[FamilySpec, ...]] = (
         OTLP_THROTTLED,
         "counter",
         "OTLP exports answered 429 or 503 with Retry-After (tally could not take more).",
+    ),
+    spec(
+        APPEND_ERRORS,
+        "counter",
+        "Appends to the bus that failed (nothing of them acknowledged), by reason "
+        "(no_space, unavailable, io_error, other).",
+        "reason",
     ),
 )

@@ -1,5 +1,8 @@
 """Projection checkpoints: atomic snapshot files in the data directory, the newest two kept.
 
+A checkpoint that cannot be written (a full disk) leaves no partial file and
+removes none of the older ones; the worker logs it and tries again later.
+
 A snapshot carries the identity of the log it was folded from (``Bus.identity``
 at its position), so one taken from a replaced or truncated log, or from a
 deleted and re-created stream, is reported and ignored, never trusted.
@@ -83,7 +86,11 @@ class CheckpointStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         final = self.dir / f"{offset:020d}{_SUFFIX}"
         tmp = self.dir / f".{offset:020d}{_SUFFIX}.{os.getpid()}.tmp"
-        write_atomically(final, data, tmp=tmp)
+        try:
+            write_atomically(final, data, tmp=tmp)
+        except OSError:  # a full disk: drop the partial file, keep the older checkpoints
+            tmp.unlink(missing_ok=True)
+            raise
         for old in self.list()[self.keep :]:
             old.path.unlink(missing_ok=True)
         return Checkpoint(final, offset, final.stat().st_mtime)

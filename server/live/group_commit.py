@@ -2,7 +2,8 @@
 
 A submission is acknowledged only after the bus acknowledged its batch (on the
 file bus: written, and fsynced under the ``always`` policy). A failed append
-fails every submission of its group; nothing of a failed group is acknowledged.
+fails every submission of its group; nothing of a failed group is acknowledged,
+and the failure is counted by reason (``tally_append_errors_total``).
 A submission with a ``msg_id`` is appended as a batch of its own, so that the
 id stands for exactly its events (a retry then gets exactly its positions).
 """
@@ -11,14 +12,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Final
 
 import anyio
 import anyio.abc
 
 from bus.contract import Bus
+from bus.errors import BusError, BusFull, BusUnavailable
 from bus.events import Event, encode_events, stamp
 
-__all__ = ["GroupCommitter", "Submission"]
+__all__ = ["APPEND_ERROR_REASONS", "GroupCommitter", "Submission", "append_error_reason"]
+
+#: The ``reason`` label of ``tally_append_errors_total``: why an append failed.
+APPEND_ERROR_REASONS: Final[dict[str, str]] = {
+    "no_space": "the device or quota is full (HTTP 507)",
+    "unavailable": "the bus cannot be reached (a NATS node lost, a leader being elected)",
+    "io_error": "any other bus error (EIO, a closed bus, ...)",
+    "other": "an unexpected error",
+}
+
+
+def append_error_reason(exc: BaseException) -> str:
+    """``exc``'s ``reason`` label for ``tally_append_errors_total``."""
+    if isinstance(exc, BusFull):
+        return "no_space"
+    if isinstance(exc, BusUnavailable):
+        return "unavailable"
+    if isinstance(exc, BusError):
+        return "io_error"
+    return "other"
 
 
 @dataclass(slots=True)
@@ -40,6 +62,8 @@ class GroupCommitter:
         self.events_written = 0
         #: Events submitted and not yet acknowledged or failed (what callers wait on).
         self.pending_events = 0
+        #: Failed appends (groups, not submissions) by ``append_error_reason``.
+        self.append_errors: dict[str, int] = {}
         send, receive = anyio.create_memory_object_stream[Submission](math.inf)
         self._send = send
         self._receive = receive
@@ -97,6 +121,8 @@ class GroupCommitter:
             with anyio.CancelScope(shield=True):
                 offsets = await self.bus.append_encoded(data, count, msg_id=msg_id)
         except Exception as exc:  # every waiter learns of the failure
+            reason = append_error_reason(exc)
+            self.append_errors[reason] = self.append_errors.get(reason, 0) + 1
             for sub in group:
                 sub.error = exc
                 sub.done.set()

@@ -164,7 +164,15 @@ class ProjectionWorker:
             and time.monotonic() - self._last_checkpoint_time >= self.checkpoint_every_s
         )
         if due:
-            await self.checkpoint()
+            try:
+                await self.checkpoint()
+            except OSError as exc:  # e.g. ENOSPC: the older checkpoints stay; try again later
+                log.warning(
+                    "cannot write a checkpoint at offset %d (retrying in %.0f s): %s",
+                    self.projection.offset,
+                    self.checkpoint_every_s,
+                    exc,
+                )
 
     async def checkpoint(self) -> Checkpoint | None:
         """Snapshot the state now (if it moved since the last one); safe to call any time."""

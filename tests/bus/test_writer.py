@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from bus import writer as writer_module
 from bus.errors import BusError, BusFull
 from bus.events import BusMessage, Event, LoopStarted, decode_event, encode_events
 from bus.reader import BusReader
 from bus.segments import bus_dir, list_segments, segment_name
 from bus.writer import BusConfig, BusWriter, line_offsets
+from tests.support.serverproc import tally
+from tests.support.tmpfs import fill, small_tmpfs
 from tests.support.workload import mixed_events
 
 
@@ -213,3 +218,60 @@ def test_a_full_disk_is_bus_full_and_nothing_is_acknowledged(data_dir: Path) -> 
 def test_unknown_config_keys_are_refused() -> None:
     with pytest.raises(msgspec.ValidationError, match="unknown field `segmnt_bytes`"):
         msgspec.convert({"segmnt_bytes": 5}, BusConfig)
+
+
+# -- a full disk ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_disk_dir(tmp_path: Path) -> Iterator[Path]:
+    with small_tmpfs(tmp_path / "tmpfs") as mnt:
+        yield mnt
+
+
+def _segment_sizes(data_dir: Path) -> dict[str, int]:
+    return {seg.path.name: seg.path.stat().st_size for seg in list_segments(bus_dir(data_dir))}
+
+
+def test_full_disk_leaves_no_byte_of_the_batch_and_recovers(full_disk_dir: Path) -> None:
+    data_dir = full_disk_dir / "data"
+    events = list(mixed_events(400))
+    with BusWriter(data_dir) as writer:
+        first = writer.append(events[:100])
+        filler = full_disk_dir / "filler"
+        fill(filler)
+        before = _segment_sizes(data_dir)
+        with pytest.raises(BusFull):
+            writer.append(events[100:300], msg_id="batch-2")
+        assert _segment_sizes(data_dir) == before
+        checked = tally(data_dir, "check", check=False)
+        assert checked.returncode == 0, checked.stderr.decode()
+        filler.unlink()
+        # the same id again: its record names bytes that are not there, so it appends
+        second = writer.append(events[100:300], msg_id="batch-2")
+        third = writer.append(events[300:])
+    assert second[0] == before[segment_name(0)]
+    assert _read_all(data_dir) == list(zip(first + second + third, events, strict=True))
+    assert tally(data_dir, "check", check=False).returncode == 0
+
+
+def test_a_failed_short_write_is_cut_off(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = list(mixed_events(200))
+    with BusWriter(data_dir) as writer:
+        first = writer.append(events[:100])
+        size = _segment_sizes(data_dir)
+        real_write = writer_module._write_all
+
+        def half_then_eio(fd: int, data: bytes) -> None:
+            real_write(fd, data[: len(data) // 2])
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(writer_module, "_write_all", half_then_eio)
+        with pytest.raises(BusError) as failed:
+            writer.append(events[100:], msg_id="x")
+        assert not isinstance(failed.value, BusFull)
+        assert _segment_sizes(data_dir) == size
+        monkeypatch.setattr(writer_module, "_write_all", real_write)
+        retried = writer.append(events[100:], msg_id="x")
+        assert writer.append(events[100:], msg_id="x") == retried  # now a real duplicate
+    assert _read_all(data_dir) == list(zip(first + retried, events, strict=True))

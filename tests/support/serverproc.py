@@ -37,6 +37,7 @@ SERVER_ONLY: Final = (
     "tally_checkpoint_offset_bytes",
     "tally_sse_",
     "tally_otlp_",
+    "tally_append_errors_total",
 )
 API_REQUESTS: Final = "conductor_api_requests_total"
 #: What two servers folding one log may render differently: their own process's.
@@ -45,6 +46,7 @@ PROCESS_ONLY: Final = (
     "tally_sse_",
     "tally_otlp_",
     "tally_checkpoint_offset_bytes",
+    "tally_append_errors_total",
     API_REQUESTS,
 )
 
