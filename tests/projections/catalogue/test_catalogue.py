@@ -132,14 +132,18 @@ def test_build_family_makes_each_kind() -> None:
 
 
 def test_server_families_are_declared_once_and_reserved() -> None:
-    """The server's own families: unlabelled, built from their specs, no name twice."""
+    """The server's own families: built from their specs, no name twice, all reserved."""
     catalogue = Catalogue(ProjectionConfig())
     names = [s.name for s in SERVER]
     assert len(set(names)) == len(names)
     assert not set(names) & set(catalogue.by_name)
     for spec in SERVER:
         family = build_family(spec)
-        assert (family.name, family.help, family.label_names) == (spec.name, spec.help, ())
+        assert (family.name, family.help, family.label_names) == (
+            spec.name,
+            spec.help,
+            spec.label_names,
+        )
         assert spec.help.endswith(".")
         assert catalogue.is_reserved(spec.name)
 
