@@ -17,6 +17,8 @@ from typing import Final
 
 import msgspec
 
+from bus.records import decode_records
+
 __all__ = ["MSGIDS_NAME", "IdRecord", "RecentIds"]
 
 MSGIDS_NAME: Final = "MSGIDS"
@@ -36,21 +38,6 @@ class IdRecord(msgspec.Struct, array_like=True, frozen=True):
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(IdRecord)
-
-
-def _parse(data: bytes) -> list[IdRecord]:
-    """Records of the complete lines of ``data``; a torn or foreign line is skipped."""
-    try:
-        return _decoder.decode_lines(data)
-    except msgspec.MsgspecError:
-        pass
-    records = []
-    for line in data.split(b"\n"):
-        try:
-            records.append(_decoder.decode(line))
-        except msgspec.MsgspecError:
-            continue
-    return records
 
 
 class RecentIds:
@@ -113,7 +100,7 @@ class RecentIds:
             if not data.endswith(b"\n"):  # a writer died mid-record: end its fragment here
                 os.write(self._fd, b"\n")
                 complete = data + b"\n"
-            for record in _parse(complete):
+            for record in decode_records(_decoder, complete):
                 self._ids[record.id] = record
                 self._lines += 1
             self._consumed += len(complete)

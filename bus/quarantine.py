@@ -13,6 +13,8 @@ from typing import Final
 
 import msgspec
 
+from bus.records import decode_records
+
 __all__ = ["MAX_RAW_BYTES", "QUARANTINE_NAME", "Quarantine", "QuarantineEntry"]
 
 QUARANTINE_NAME: Final = "quarantine.jsonl"
@@ -30,21 +32,6 @@ class QuarantineEntry(msgspec.Struct, frozen=True):
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(QuarantineEntry)
-
-
-def _parse(data: bytes) -> list[QuarantineEntry]:
-    """Entries of complete lines; a line that is not an entry (a torn write) is skipped."""
-    try:
-        return _decoder.decode_lines(data)
-    except msgspec.MsgspecError:
-        pass
-    entries = []
-    for line in data.split(b"\n"):
-        try:
-            entries.append(_decoder.decode(line))
-        except msgspec.MsgspecError:
-            continue
-    return entries
 
 
 class Quarantine:
@@ -102,7 +89,7 @@ class Quarantine:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return []
-        return _parse(data[: data.rfind(b"\n") + 1])
+        return decode_records(_decoder, data[: data.rfind(b"\n") + 1])
 
     def _refresh(self, fd: int) -> int:
         """Fold entries appended since the last refresh into ``_known``; return the file size."""
@@ -113,6 +100,6 @@ class Quarantine:
         if size > self._consumed:
             data = os.pread(fd, size - self._consumed, self._consumed)
             complete = data[: data.rfind(b"\n") + 1]
-            self._known.update(entry.offset for entry in _parse(complete))
+            self._known.update(entry.offset for entry in decode_records(_decoder, complete))
             self._consumed += len(complete)
         return size
