@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.serverproc import samples, tail, tally, tally_server
+from tests.support.serverproc import bus_files, samples, tail, tally, tally_server
 from tests.support.tmpfs import fill, small_tmpfs
 
 
@@ -71,3 +71,35 @@ def test_full_disk_answers_507_and_recovers(small_data_dir: Path) -> None:
         assert server.get("/healthz").status == 200
         assert server.proc.poll() is None
     assert tally(data_dir, "check", check=False).returncode == 0
+
+
+def test_emit_on_a_full_disk_exits_1_and_appends_nothing(small_data_dir: Path) -> None:
+    data_dir = small_data_dir / "data"
+    tally(data_dir, "emit", "loop_started", "loop_id=before")
+    before = bus_files(data_dir)
+    filler = small_data_dir / "filler"
+    fill(filler)
+    lines = [
+        json.dumps({"type": "bus_message", "project": "web", "msg_type": "FACT", "msg_id": f"m{i}"})
+        for i in range(2000)
+    ]
+    stdin = "\n".join(lines).encode() + b"\n"
+    failed = tally(data_dir, "emit", "-", "--id", "batch-1", stdin=stdin, check=False)
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stdout == b""
+    message = failed.stderr.decode()
+    assert message.count("\n") == 1, message  # one line: what, where, and that nothing landed
+    assert message.startswith(f"tally emit: cannot append to the log in {data_dir / 'bus'}: ")
+    assert "No space left on device" in message
+    assert message.endswith("; nothing was appended\n")
+    # no fragment: the log is byte for byte what it was, and checks clean
+    assert bus_files(data_dir) == before
+    assert tally(data_dir, "check", check=False).returncode == 0
+    # space returns: the same emit (same --id) appends, once
+    filler.unlink()
+    done = tally(data_dir, "emit", "-", "--id", "batch-1", stdin=stdin)
+    assert len(done.stdout.splitlines()) == 2000
+    again = tally(data_dir, "emit", "-", "--id", "batch-1", stdin=stdin)
+    assert again.stdout == done.stdout
+    ids = [ev["msg_id"] for ev in tail(data_dir) if ev["type"] == "bus_message"]
+    assert ids == [f"m{i}" for i in range(2000)]
