@@ -8,16 +8,20 @@ loops that start and stop, a loop that comes back in a later 4-hour period being
 new loop). This process appends them in batches of 1,000 with a ``BusWriter`` (what
 ``tally emit`` and the server's ingest do) to a data directory whose ``tally.toml``
 sets ``[bus] retain_bytes`` and ``segment_bytes``; a ``tally serve`` subprocess
-follows the log, folds it, checkpoints, and cuts the log behind its checkpoints.
+follows the log, folds it, checkpoints, and after each checkpoint cuts the log to
+``retain_bytes`` (a base snapshot at the cut, then whole segments removed).
 The same batches are folded, as they are written, into a reference
 ``projections.fold.Projection`` that never forgets an event: the uncompacted fold.
 
-At each of ``--intervals`` points (the writer paused, the server caught up and
-it measures: the bytes on disk (``bus/``, ``snapshots/``) beside the bound
-(``segment_bytes + max(retain_bytes, end - last checkpoint)``: retention removes
-whole segments only, behind the server's newest checkpoint; the snapshots are listed
-beside it), the server's RSS, and a restart from the
-base: ``tally replay`` in a fresh process (the base snapshot, then the retained log to
+At each of ``--intervals`` points (the writer paused, the server caught up) it
+measures: the bytes of ``bus/`` once retention has run (waiting up to a minute for
+it) beside the bound ``retain_bytes + segment_bytes + one batch + the log since the
+server's last checkpoint`` (retention removes whole segments only, a segment may pass
+``segment_bytes`` by a batch, and the server cuts after each checkpoint, taken every
+``checkpoint_every_events`` or ``checkpoint_every_s`` while events arrive), the peak
+seen while writing (sampled every 64 batches), the bytes of ``snapshots/``
+(checkpoints and the base), the server's RSS, and a restart from the base: ``tally
+replay`` in a fresh process (the base snapshot, then the retained log to
 its end), whose Prometheus text must equal the reference's. At the end: all four
 formats of that replay equal the reference's, byte for byte; the server's JSON
 (``/api/v1/metrics?format=json``) equals it for every family the log feeds (the
@@ -92,7 +96,8 @@ class Sample:
     bus_bytes: int
     snapshot_bytes: int
     bound_bytes: int
-    checkpoint_offset: int
+    peak_bus_bytes: int
+    settle_s: float
     rss_bytes: int
     series: int
     restart_s: float
@@ -149,16 +154,22 @@ def _replay(data_dir: Path, fmt: Format) -> tuple[bytes, float]:
     return proc.stdout, seconds
 
 
-def _settle(server: TallyServer, end: int, timeout_s: float) -> int:
-    """Wait until the server folded to ``end``; the offset of its last checkpoint (or 0).
-
-    A checkpoint is taken as batches are folded (every ``checkpoint_every_events`` or
-    ``checkpoint_every_s``), never while the log is idle, and retention only cuts
-    behind one: the log since it stays whatever ``retain_bytes`` says.
-    """
-    status = server.wait_folded(end, timeout=timeout_s)
-    last = status["last_checkpoint"]
-    return int(last["offset"]) if last is not None else 0
+def _settle(server: TallyServer, data_dir: Path, end: int, bound: int) -> tuple[int, int, float]:
+    """Wait until the server folded to ``end`` and its retention brought ``bus/`` within
+    ``bound`` plus the log since its last checkpoint (a minute at most: it compacts after
+    a checkpoint, in a task of its own). The bytes of ``bus/`` then, that bound, and the
+    seconds it took."""
+    started = time.perf_counter()
+    status = server.wait_folded(end, timeout=600.0)
+    deadline = time.monotonic() + 60.0
+    while True:
+        last = status["last_checkpoint"]
+        limit = bound + end - (last["offset"] if last is not None else 0)
+        size = _bytes_under(data_dir / "bus")
+        if size <= limit or time.monotonic() > deadline:
+            return size, limit, time.perf_counter() - started
+        time.sleep(0.1)
+        status = server.status()
 
 
 def _families(doc: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +197,7 @@ def soak(root: Path, settings: Settings, *, log: bool = True) -> dict[str, Any]:
     every = max(1, settings.events // settings.intervals)
     samples: list[Sample] = []
     started = time.perf_counter()
-    written = 0
+    written = batch_bytes = peak = 0
     first_ts = last_ts = 0.0
     server = start_server(data_dir)
     try:
@@ -202,12 +213,16 @@ def soak(root: Path, settings: Settings, *, log: bool = True) -> dict[str, Any]:
                     first_ts = batch[0].ts or 0.0  # the workload stamps every event
                 last_ts = batch[-1].ts or 0.0
                 written += len(batch)
+                batch_bytes = max(batch_bytes, len(data))
+                if written % (64 * BATCH) == 0:
+                    peak = max(peak, _bytes_under(data_dir / "bus"))
                 if written % every < BATCH or written == settings.events:
                     writer.sync()
+                    point = _Point(written, end, (last_ts - first_ts) / DAY_S, batch_bytes, peak)
                     samples.append(
-                        _sample(server, data_dir, settings, reference, written=written, end=end)
+                        _sample(server, data_dir, settings, reference, point=point, started=started)
                     )
-                    samples[-1] = _with(samples[-1], (last_ts - first_ts) / DAY_S, started)
+                    peak = 0
                     if log:
                         print(_row(samples[-1]), file=sys.stderr, flush=True)
         final = _final(server, data_dir, reference, end)
@@ -229,40 +244,46 @@ def soak(root: Path, settings: Settings, *, log: bool = True) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Point:
+    """Where the writer paused: events written, the log's end, event days, largest batch, the
+    peak of ``bus/`` seen since the last sample."""
+
+    written: int
+    end: int
+    event_days: float
+    batch_bytes: int
+    peak: int
+
+
 def _sample(
     server: TallyServer,
     data_dir: Path,
     settings: Settings,
     reference: Projection,
     *,
-    written: int,
-    end: int,
+    point: _Point,
+    started: float,
 ) -> Sample:
-    checkpoint = _settle(server, end, timeout_s=600.0)
+    bound = settings.retain_bytes + settings.segment_bytes + point.batch_bytes
+    bus_bytes, bound, settle_s = _settle(server, data_dir, point.end, bound)
     body, seconds = _replay(data_dir, "prometheus")
     expected = render(reference.families(), "prometheus")
     return Sample(
-        events=written,
-        event_days=0.0,
-        end_offset=end,
-        bus_bytes=_bytes_under(data_dir / "bus"),
+        events=point.written,
+        event_days=point.event_days,
+        end_offset=point.end,
+        bus_bytes=bus_bytes,
         snapshot_bytes=_bytes_under(data_dir / "snapshots"),
-        bound_bytes=settings.segment_bytes + max(settings.retain_bytes, end - checkpoint),
-        checkpoint_offset=checkpoint,
+        bound_bytes=bound,
+        peak_bus_bytes=max(point.peak, bus_bytes),
+        settle_s=settle_s,
         rss_bytes=server.rss_bytes(),
         series=_series(expected),
         restart_s=seconds,
         replay_equal=body == expected,
-        elapsed_s=0.0,
+        elapsed_s=time.perf_counter() - started,
     )
-
-
-def _with(sample: Sample, event_days: float, started: float) -> Sample:
-    fields = asdict(sample) | {
-        "event_days": event_days,
-        "elapsed_s": time.perf_counter() - started,
-    }
-    return Sample(**fields)
 
 
 def _final(server: TallyServer, data_dir: Path, reference: Projection, end: int) -> dict[str, Any]:
@@ -291,6 +312,7 @@ def _summary(
         "elapsed_s": elapsed,
         "events_per_s": events / elapsed,
         "max_bus_bytes": max(disk),
+        "max_peak_bus_bytes": max(s.peak_bus_bytes for s in samples),
         "bound_bytes": samples[-1].bound_bytes,
         "bus_within_bound": all(s.bus_bytes <= s.bound_bytes for s in samples),
         "max_snapshot_bytes": max(s.snapshot_bytes for s in samples),
@@ -308,7 +330,8 @@ def _summary(
 
 
 _HEADER: Final = (
-    f"{'day':>5s} {'events':>11s} {'bus MiB':>8s} {'snap MiB':>8s} {'bound MiB':>9s} "
+    f"{'day':>5s} {'events':>11s} {'bus MiB':>8s} {'peak MiB':>8s} {'bound MiB':>9s} "
+    f"{'snap MiB':>8s} "
     f"{'RSS MiB':>8s} {'series':>7s} {'restart s':>9s} {'equal':>5s} {'elapsed s':>9s}"
 )
 
@@ -316,7 +339,8 @@ _HEADER: Final = (
 def _row(s: Sample) -> str:
     return (
         f"{s.event_days:5.2f} {s.events:11,d} {s.bus_bytes / _MIB:8.1f} "
-        f"{s.snapshot_bytes / _MIB:8.2f} {s.bound_bytes / _MIB:9.1f} {s.rss_bytes / _MIB:8.1f} "
+        f"{s.peak_bus_bytes / _MIB:8.1f} {s.bound_bytes / _MIB:9.1f} "
+        f"{s.snapshot_bytes / _MIB:8.2f} {s.rss_bytes / _MIB:8.1f} "
         f"{s.series:7,d} {s.restart_s:9.2f} {'yes' if s.replay_equal else 'NO':>5s} "
         f"{s.elapsed_s:9.0f}"
     )
