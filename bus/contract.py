@@ -86,6 +86,16 @@ class Bus(Protocol):
         """
         ...
 
+    async def cut_point(self, position: int) -> int:
+        """The highest position at or before ``position`` where ``drop_before`` can cut the log
+        (a segment's or a message's start; the first position held if none is)."""
+        ...
+
+    async def drop_before(self, position: int) -> list[str]:
+        """Remove what the log holds wholly before ``position`` (never its newest segment or
+        message) and name what went: retention's cut, taken after a base snapshot is written."""
+        ...
+
     async def sync(self) -> None:
         """Make every acknowledged append durable (as far as the backend can)."""
         ...

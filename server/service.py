@@ -127,6 +127,8 @@ async def _serve(
         config.projection_config(),
         checkpoint_every_events=config.server.checkpoint_every_events,
         checkpoint_every_s=config.server.checkpoint_every_s,
+        retain_bytes=config.bus.retain_bytes if bus.url.startswith("file:") else None,
+        retain_age_s=config.bus.retain_age_s if bus.url.startswith("file:") else None,
     )
     hub = SseHub(
         lambda: worker.projection.families(),  # noqa: PLW0108 (restore replaces it)
