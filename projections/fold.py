@@ -247,8 +247,9 @@ class Projection:
         however the log is batched, snapshotted or partitioned.
         """
         every = self._sweep_every
-        boundary = math.floor(now / every) * every
-        self._next_sweep = boundary + every
+        k = math.floor(now / every)
+        boundary = k * every
+        self._next_sweep = (k + 1) * every  # as ``from_state`` computes it
         cutoff = boundary - self.config.forget_after_s
         self.clock.now = max(self.clock.now, now)  # settling loops reads the clock
         self._conductor.forget(cutoff)

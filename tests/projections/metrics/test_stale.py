@@ -33,7 +33,7 @@ from projections.metrics.families import CounterFamily, GaugeFamily, HistogramFa
 from projections.metrics.stale import forget_series, hide_series, stale_before
 from projections.metrics.state import CounterState
 from projections.snapshot import decode_snapshot, encode_snapshot
-from server.replay import replay
+from server.replay import replay, replay_steps
 from tests.support.families import rendered
 from tests.support.workload import mixed_events
 
@@ -259,6 +259,20 @@ def test_replay_until_a_time_hides_as_the_live_fold_did_at_that_clock(data_dir: 
     assert "tally_stale_series{" in text(live)  # something is hidden at that clock
     for fmt in FORMATS:
         assert rendered(replayed, fmt) == rendered(live, fmt), fmt
+
+
+def test_replay_steps_hide_a_series_once_the_clock_leaves_it_behind(data_dir: Path) -> None:
+    events: list[Event] = [jobs(0, "a", 5), *(jobs(t, "b") for t in range(0, 201, 10))]
+    with BusWriter(data_dir, BusConfig(durability="never")) as writer:
+        writer.append(events)
+    body = replay_steps(data_dir, config=HIDE, step_s=50.0).decode()
+
+    def stamps(series: str) -> list[str]:
+        return [line.rsplit(" ", 1)[1] for line in body.splitlines() if line.startswith(series)]
+
+    # at 100 the clock is 100: a, updated at 0, is 100 s old; b is on every step
+    assert stamps('jobs_total{job="a"}') == ["0.0", "50.0"]
+    assert stamps('jobs_total{job="b"}') == ["0.0", "50.0", "100.0", "150.0", "200.0"]
 
 
 # -- the helpers --------------------------------------------------------------------------
