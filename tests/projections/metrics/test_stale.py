@@ -322,6 +322,13 @@ def test_bad_settings_are_errors_naming_the_key(settings_: dict[str, float], mes
         ProjectionConfig(**settings_)  # type: ignore[arg-type]
 
 
+def test_a_snapshot_restores_under_another_ttl_and_hides_by_the_new_one() -> None:
+    p = folded(HIDE, [jobs(0, "a"), jobs(100, "b")])
+    assert len(samples(p, "jobs_total{")) == 1
+    again, _ = decode_snapshot(encode_snapshot(p), ProjectionConfig())
+    assert len(samples(again, "jobs_total{")) == 2
+
+
 def test_the_ttl_is_not_in_the_fingerprint_but_forgetting_is() -> None:
     base = ProjectionConfig().fingerprint()
     assert ProjectionConfig(series_ttl_s=30.0).fingerprint() == base
