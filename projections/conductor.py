@@ -30,6 +30,7 @@ from projections.metrics.families import (
     HistogramFamily,
     OverflowCounts,
 )
+from projections.metrics.stale import forget_series
 from projections.metrics.state import FamilyState, family_from_state, family_to_state
 
 __all__ = ["ConductorFold", "ConductorState"]
@@ -53,6 +54,9 @@ class ConductorState(msgspec.Struct, kw_only=True):
     agent_runs: dict[str, int]
     fallbacks: list[tuple[str, str, int]]
     run_durations: FamilyState
+    #: When each labelled series last changed (event clock); the histogram keeps its own.
+    agent_runs_touched: dict[str, float] = {}
+    fallbacks_touched: list[tuple[str, str, float]] = []
 
 
 class ConductorFold:
@@ -82,6 +86,9 @@ class ConductorFold:
         self._api_series = 0
         self.agent_runs: dict[str, int] = {}
         self.fallbacks: dict[tuple[str, str], int] = {}
+        #: When each agent_runs / fallbacks series last changed (event clock).
+        self.agent_runs_touched: dict[str, float] = {}
+        self.fallbacks_touched: dict[tuple[str, str], float] = {}
         durations = cat.build_family(
             specs[cat.RUN_DURATION], max_series=max_series, overflow=overflow
         )
@@ -118,6 +125,7 @@ class ConductorFold:
             agent = self._admit(cat.AGENT_RUNS, runs, agent, OVERFLOW)
             n = runs.get(agent, 0)
         runs[agent] = n + 1
+        self.agent_runs_touched[agent] = now
 
     def run_finished(self, ev: RunFinished, now: float) -> None:
         run_id = ev.run_id
@@ -133,7 +141,7 @@ class ConductorFold:
             duration = elapsed(start, ev.ts, now)
             if duration is None:
                 return
-        self.run_durations.observe((ev.agent or "unknown", status), duration)
+        self.run_durations.observe((ev.agent or "unknown", status), duration, now=now)
 
     def api_request(self, ev: ApiRequest, now: float) -> None:
         """A (method, status) series not counted yet (the dispatch loop bumps the known ones)."""
@@ -154,6 +162,7 @@ class ConductorFold:
             key = self._admit(cat.AGENT_FALLBACKS, fallbacks, key, (OVERFLOW, OVERFLOW))
             n = fallbacks.get(key, 0)
         fallbacks[key] = n + 1
+        self.fallbacks_touched[key] = now
 
     def add_bus_messages(self, n: int) -> None:
         """``n`` more ``bus_message`` events (counted by the dispatch loop: their whole fold)."""
@@ -192,8 +201,10 @@ class ConductorFold:
                 self._api_series = 0
             case cat.AGENT_RUNS:
                 self.agent_runs.clear()
+                self.agent_runs_touched.clear()
             case cat.AGENT_FALLBACKS:
                 self.fallbacks.clear()
+                self.fallbacks_touched.clear()
             case cat.RUN_DURATION:
                 self.run_durations.clear()
 
@@ -217,11 +228,29 @@ class ConductorFold:
             cat.AGENT_RUNS: {(agent,): float(n) for agent, n in self.agent_runs.items()},
             cat.AGENT_FALLBACKS: {k: float(n) for k, n in self.fallbacks.items()},
         }
+        touched: dict[str, dict[tuple[str, ...], float]] = {
+            cat.AGENT_RUNS: {(agent,): t for agent, t in self.agent_runs_touched.items()},
+            cat.AGENT_FALLBACKS: {key: t for key, t in self.fallbacks_touched.items()},
+        }
         for name, series in values.items():
             family = self._scalars[name]
             assert isinstance(family, CounterFamily | GaugeFamily)
             family.values = series
+            family.touched = touched.get(name, {})
         return [*self._scalars.values(), self.run_durations]
+
+    def forget(self, cutoff: float) -> None:
+        """Free the labelled series last changed before ``cutoff`` (``forget_after_s``).
+
+        ``conductor_api_requests_total`` is never forgotten (see ``Projection``).
+        """
+        for agent in [a for a, t in self.agent_runs_touched.items() if t < cutoff]:
+            del self.agent_runs_touched[agent]
+            del self.agent_runs[agent]
+        for key in [k for k, t in self.fallbacks_touched.items() if t < cutoff]:
+            del self.fallbacks_touched[key]
+            del self.fallbacks[key]
+        forget_series(self.run_durations, cutoff)
 
     # -- state records ---------------------------------------------------------------
 
@@ -238,6 +267,8 @@ class ConductorFold:
             agent_runs=dict(self.agent_runs),
             fallbacks=[(f, t, n) for (f, t), n in self.fallbacks.items()],
             run_durations=family_to_state(self.run_durations),
+            agent_runs_touched=dict(sorted(self.agent_runs_touched.items())),
+            fallbacks_touched=sorted((f, t, at) for (f, t), at in self.fallbacks_touched.items()),
         )
 
     def restore(self, state: ConductorState) -> None:
@@ -252,6 +283,8 @@ class ConductorFold:
         self._api_series = len(state.api_requests)
         self.agent_runs = dict(state.agent_runs)
         self.fallbacks = {(f, t): n for f, t, n in state.fallbacks}
+        self.agent_runs_touched = dict(state.agent_runs_touched)
+        self.fallbacks_touched = {(f, t): at for f, t, at in state.fallbacks_touched}
         durations = family_from_state(state.run_durations, clock=self.clock, overflow=self.overflow)
         if not isinstance(durations, HistogramFamily) or durations.name != cat.RUN_DURATION:
             raise ValueError("state: run_durations is not the run duration histogram")

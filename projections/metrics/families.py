@@ -84,7 +84,15 @@ class _FamilyBase:
     """Name, help, label names and the cardinality guard shared by every kind."""
 
     # __weakref__: renderers keep derived text caches keyed weakly by family.
-    __slots__ = ("__weakref__", "help", "label_names", "max_series", "name", "overflow")
+    __slots__ = (
+        "__weakref__",
+        "help",
+        "label_names",
+        "max_series",
+        "name",
+        "overflow",
+        "touched",
+    )
     kind: Kind
 
     def __init__(
@@ -104,6 +112,8 @@ class _FamilyBase:
         self.label_names: tuple[str, ...] = names
         self.max_series = max_series
         self.overflow: OverflowCounts = {} if overflow is None else overflow
+        #: labels -> the event clock when the series last changed (``now`` of the update).
+        self.touched: dict[Labels, float] = {}
 
     def _admit(self, labels: Labels, size: int) -> Labels:
         """Labels for a series not yet present: itself, or the overflow series."""
@@ -130,17 +140,21 @@ class _ScalarFamily(_FamilyBase):
         super().__init__(name, help, label_names, max_series=max_series, overflow=overflow)
         self.values: dict[Labels, float] = {}
 
-    def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
+    def inc(self, labels: Labels = (), amount: float = 1.0, *, now: float | None = None) -> None:
+        """Add ``amount``; ``now`` (the event clock), if given, is when the series changed."""
         values = self.values
         current = values.get(labels)
         if current is None:
             labels = self._admit(labels, len(values))
             current = values.get(labels, 0.0)
         values[labels] = current + amount
+        if now is not None:
+            self.touched[labels] = now
 
     def clear(self) -> None:
         """Forget every series; an unlabelled family keeps its one series, at 0."""
         self.values.clear()
+        self.touched.clear()
         if not self.label_names:
             self.values[()] = 0.0
 
@@ -154,11 +168,13 @@ class GaugeFamily(_ScalarFamily):
     __slots__ = ()
     kind: Kind = "gauge"
 
-    def set(self, labels: Labels, value: float) -> None:
+    def set(self, labels: Labels, value: float, *, now: float | None = None) -> None:
         values = self.values
         if labels not in values:
             labels = self._admit(labels, len(values))
         values[labels] = value
+        if now is not None:
+            self.touched[labels] = now
 
 
 class HistogramSeries:
@@ -192,7 +208,7 @@ class HistogramFamily(_FamilyBase):
         self.bounds: tuple[float, ...] = validate_bounds(bounds)
         self.series: dict[Labels, HistogramSeries] = {}
 
-    def observe(self, labels: Labels, value: float) -> None:
+    def observe(self, labels: Labels, value: float, *, now: float | None = None) -> None:
         series = self.series.get(labels)
         if series is None:
             labels = self._admit(labels, len(self.series))
@@ -202,8 +218,18 @@ class HistogramFamily(_FamilyBase):
         series.counts[bisect_left(self.bounds, value)] += 1
         series.sum += value
         series.count += 1
+        if now is not None:
+            self.touched[labels] = now
 
-    def add(self, labels: Labels, counts: Sequence[int], total: float, count: int) -> None:
+    def add(
+        self,
+        labels: Labels,
+        counts: Sequence[int],
+        total: float,
+        count: int,
+        *,
+        now: float | None = None,
+    ) -> None:
         """Add observations already bucketed (per-bucket counts, +Inf last, as ``bounds``)."""
         if len(counts) != len(self.bounds) + 1:
             raise ValueError(f"{self.name}: {len(counts)} counts for {len(self.bounds)} bounds")
@@ -218,10 +244,13 @@ class HistogramFamily(_FamilyBase):
             mine[i] += n
         series.sum += total
         series.count += count
+        if now is not None:
+            self.touched[labels] = now
 
     def clear(self) -> None:
         """Forget every series; an unlabelled family keeps its one series, empty."""
         self.series.clear()
+        self.touched.clear()
         if not self.label_names:
             self.series[()] = HistogramSeries(len(self.bounds))
 

@@ -77,15 +77,21 @@ class _FamilyHead(msgspec.Struct, frozen=True, tag_field="kind"):
 
 class CounterState(_FamilyHead, frozen=True, tag="counter"):
     values: list[LabeledValue]
+    #: When each series last changed (event clock), in label order.
+    touched: list[LabeledValue] = []
 
 
 class GaugeState(_FamilyHead, frozen=True, tag="gauge"):
     values: list[LabeledValue]
+    #: When each series last changed (event clock), in label order.
+    touched: list[LabeledValue] = []
 
 
 class HistogramState(_FamilyHead, frozen=True, tag="histogram"):
     bounds: tuple[float, ...]
     series: list[HistogramSeriesState]
+    #: When each series last changed (event clock), in label order.
+    touched: list[LabeledValue] = []
 
 
 class SummaryState(_FamilyHead, frozen=True, tag="summary"):
@@ -94,6 +100,8 @@ class SummaryState(_FamilyHead, frozen=True, tag="summary"):
     relative_error: float
     max_bins: int
     series: list[SummarySeriesState]
+    #: When each series last changed (event clock), in label order.
+    touched: list[LabeledValue] = []
 
 
 FamilyState = CounterState | GaugeState | HistogramState | SummaryState
@@ -131,6 +139,7 @@ def summary_to_state(family: SummaryFamily) -> SummaryState:
         family.relative_error,
         family.max_bins,
         series,
+        _values(family.touched),
     )
 
 
@@ -155,7 +164,12 @@ def summary_from_state(
         series.count = s.count
         for bucket in s.buckets:
             series.windows[bucket.index] = dict(zip(bucket.keys, bucket.counts, strict=True))
+    _restore_touched(family.touched, state)
     return family
+
+
+def _restore_touched(touched: dict[tuple[str, ...], float], state: FamilyState) -> None:
+    touched.update((_check_labels(state, t.labels), t.value) for t in state.touched)
 
 
 def family_to_state(family: AnyFamily) -> FamilyState:
@@ -168,6 +182,7 @@ def family_to_state(family: AnyFamily) -> FamilyState:
                 family.label_names,
                 family.max_series,
                 _values(family.values),
+                _values(family.touched),
             )
         case GaugeFamily():
             return GaugeState(
@@ -176,6 +191,7 @@ def family_to_state(family: AnyFamily) -> FamilyState:
                 family.label_names,
                 family.max_series,
                 _values(family.values),
+                _values(family.touched),
             )
         case HistogramFamily():
             series = [
@@ -189,6 +205,7 @@ def family_to_state(family: AnyFamily) -> FamilyState:
                 family.max_series,
                 family.bounds,
                 series,
+                _values(family.touched),
             )
         case SummaryFamily():
             return summary_to_state(family)
@@ -217,6 +234,7 @@ def _histogram_from_state(
         series.counts = list(s.counts)
         series.sum = s.sum
         series.count = s.count
+    _restore_touched(family.touched, state)
     return family
 
 
@@ -235,6 +253,7 @@ def family_from_state(
                 overflow=overflow,
             )
             scalar.values.update((_check_labels(state, v.labels), v.value) for v in state.values)
+            _restore_touched(scalar.touched, state)
             return scalar
         case HistogramState():
             return _histogram_from_state(state, overflow)

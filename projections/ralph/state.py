@@ -72,6 +72,8 @@ class LoopStateRecord(msgspec.Struct, array_like=True, kw_only=True):
     test_failure_streak: int
     rss_bytes: int
     cpu_percent: float
+    #: The event clock at the loop's last event (``series_ttl_s``, ``forget_after_s``).
+    last_ts: float = 0.0
 
 
 class LoopState:
@@ -110,6 +112,7 @@ class LoopState:
         self.test_failure_streak = 0
         self.rss_bytes = 0
         self.cpu_percent = 0.0
+        self.last_ts = 0.0
         #: ``iteration_completed`` events not folded in yet (``LoopFold.settle``).
         self.iterations: list[Any] = []
 

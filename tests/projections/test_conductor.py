@@ -49,6 +49,8 @@ def test_the_snapshot_record_carries_the_conductor_record_field_by_field() -> No
         "agent_runs",
         "fallbacks",
         "run_durations",
+        "agent_runs_touched",
+        "fallbacks_touched",
         "loops",
         "custom",
         "otel",

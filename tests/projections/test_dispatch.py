@@ -239,12 +239,21 @@ def fold(events: list[Event], run: FoldRun, cuts: list[int], config: ProjectionC
 
 
 @settings(max_examples=60, deadline=None)
-@given(events=logs(), data=st.data(), max_series=st.sampled_from([2, 10_000]))
+@given(
+    events=logs(),
+    data=st.data(),
+    max_series=st.sampled_from([2, 10_000]),
+    stale=st.sampled_from([(0.0, 0.0), (2.0, 0.0), (1.0, 3.0)]),
+)
 def test_both_loops_leave_the_same_projection(
-    events: list[Event], data: st.DataObject, max_series: int
+    events: list[Event], data: st.DataObject, max_series: int, stale: tuple[float, float]
 ) -> None:
+    """Also with stale series hidden (series_ttl_s) and forgotten (forget_after_s)."""
     cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=5)))
-    config = ProjectionConfig(max_series_per_family=max_series)
+    ttl, forget = stale
+    config = ProjectionConfig(
+        max_series_per_family=max_series, series_ttl_s=ttl, forget_after_s=forget
+    )
     reference = fold(events, fold_run_python, cuts, config)
     assert fold(events, compiled(), cuts, config) == reference
     assert fold(events, compiled(), [], config) == fold(events, fold_run_python, [], config)
