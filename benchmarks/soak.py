@@ -5,7 +5,8 @@ Run: ``python -m benchmarks.soak [--quick] [--events N] [--days D] [--intervals 
 events spread over 7 days of event time (``workload.mixed_events`` with its gaps
 stretched: conductor runs, bus messages, API requests, custom metrics, and Ralph
 loops that start and stop, a loop that comes back in a later 4-hour period being a
-new loop). This process appends them in batches of 1,000 with a ``BusWriter`` (what
+new loop, and a loop gone for a day of event time is forgotten: ``[projections]
+forget_after_s``). This process appends them in batches of 1,000 with a ``BusWriter`` (what
 ``tally emit`` and the server's ingest do) to a data directory whose ``tally.toml``
 sets ``[bus] retain_bytes`` and ``segment_bytes``; a ``tally serve`` subprocess
 follows the log, folds it, checkpoints, and after each checkpoint cuts the log to
@@ -80,6 +81,8 @@ class Settings:
     loop_period_s: float = 4 * 3600.0
     checkpoint_every_s: float = 2.0
     checkpoint_every_events: int = 200_000
+    #: ``[projections] forget_after_s``: loops gone for a day are freed (0: never).
+    forget_after_s: float = DAY_S
 
 
 FULL: Final = Settings(FULL_EVENTS, 7.0, 14, 512 * _MIB, 64 * _MIB)
@@ -114,7 +117,9 @@ def _toml(settings: Settings) -> str:
         'durability = "interval"\n\n'
         "[server]\n"
         f"checkpoint_every_s = {settings.checkpoint_every_s}\n"
-        f"checkpoint_every_events = {settings.checkpoint_every_events}\n"
+        f"checkpoint_every_events = {settings.checkpoint_every_events}\n\n"
+        "[projections]\n"
+        f"forget_after_s = {settings.forget_after_s}\n"
     )
 
 
@@ -193,7 +198,7 @@ def soak(root: Path, settings: Settings, *, log: bool = True) -> dict[str, Any]:
     data_dir.mkdir()
     (data_dir / "tally.toml").write_text(_toml(settings))
     bus_config = BusConfig(segment_bytes=settings.segment_bytes, durability="interval")
-    reference = Projection(ProjectionConfig())
+    reference = Projection(ProjectionConfig(forget_after_s=settings.forget_after_s))
     every = max(1, settings.events // settings.intervals)
     samples: list[Sample] = []
     started = time.perf_counter()
@@ -372,6 +377,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "retain_bytes": args.retain_bytes,
         "segment_bytes": args.segment_bytes,
         "checkpoint_every_events": args.checkpoint_every_events,
+        "forget_after_s": args.forget_after_s,
     }
     fields = asdict(base) | {k: v for k, v in changes.items() if v is not None}
     return Settings(**fields)
@@ -387,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment-bytes", type=int, help="[bus] segment_bytes")
     parser.add_argument(
         "--checkpoint-every-events", type=int, help="[server] checkpoint_every_events"
+    )
+    parser.add_argument(
+        "--forget-after-s", type=float, help="[projections] forget_after_s (0: never)"
     )
     parser.add_argument("--dir", type=Path, help="where the data directory goes (a temp dir)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
