@@ -33,6 +33,7 @@ from server.live.group_commit import GroupCommitter
 from server.live.sse import SseHub, Subscriber
 from server.live.worker import ProjectionWorker
 from server.otlp.receiver import OtlpReceiver
+from server.page import PageAssets
 
 __all__ = ["App", "tally_version"]
 
@@ -94,6 +95,7 @@ class App:
         self.otlp = otlp if otlp is not None else OtlpReceiver(committer)
         router.add("/v1/metrics", ["POST"], self._guard(self.otlp.metrics))
         router.add("/v1/logs", ["POST"], self._guard(self.otlp.logs))
+        PageAssets.load().route(router)  # the live page: GET /, /page/*; never guarded
         self.router = router
 
     async def __call__(self, request: Request) -> Response:
