@@ -170,6 +170,7 @@ async def _serve(
             if bridge is not None:
                 services.start_soon(partial(bridge.run, follow=True))
             services.start_soon(_tick_hub, hub, lambda: worker.projection.offset)
+            services.start_soon(app.history.run)  # keyframes for /api/v1/history
             if config.bus.durability == "interval":
                 services.start_soon(_every, config.bus.fsync_interval_s, bus.sync)
             if options.handle_signals:
