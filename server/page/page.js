@@ -442,7 +442,7 @@ function drawChart(def) {
       const px = x(frames[k].t).toFixed(1), py = y(v).toFixed(1);
       d += `${pen}${px},${py}`;
       pen = "L";
-      dots += `<circle class="pt k${i % 8}" r="2.2" cx="${px}" cy="${py}" data-k="${k}" data-line="${escapeHtml(name)}"/>`;
+      dots += `<circle class="pt k${i % 8}" r="2.2" cx="${px}" cy="${py}" data-k="${k}" data-t="${frames[k].t}" data-line="${escapeHtml(name)}"/>`;
     });
     out += `<path class="line k${i % 8}" d="${d}"/>` + dots;
   });
@@ -553,6 +553,8 @@ async function openDrill(title, range, def) {
     (q.getAll("match").length ? ` · ${q.getAll("match").join(", ")}` : "");
   const list = $("drill-list");
   list.replaceChildren();
+  list.dataset.query = q.toString();
+  list.removeAttribute("data-loaded");
   panel.hidden = false;
   $("drill-title").focus();
   let doc;
@@ -575,6 +577,7 @@ async function openDrill(title, range, def) {
       `<span class="pos">${new Date(ts * 1000).toLocaleTimeString()}</span> <code>${escapeHtml(JSON.stringify(rest))}</code>`;
     return li;
   }));
+  list.dataset.loaded = "true";
   if (!doc.events.length) list.innerHTML = "<li>No events in this range.</li>";
   else if (doc.events.length >= range.limit) list.insertAdjacentHTML("beforeend", `<li>… the first ${range.limit} shown</li>`);
 }

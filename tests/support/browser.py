@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -43,12 +44,13 @@ def browser_paths() -> tuple[str, str]:
     chromium = _binary(CHROMIUM, "chromium")
     driver = _binary(CHROMEDRIVER, "chromedriver")
     missing = [
-        name
-        for name, found in (("chromium", chromium), ("chromedriver", driver))
-        if found is None
+        name for name, found in (("chromium", chromium), ("chromedriver", driver)) if found is None
     ]
     if missing:
-        reason = f"{' and '.join(missing)} not installed (Debian: apt-get install chromium chromium-driver)"
+        reason = (
+            f"{' and '.join(missing)} not installed"
+            " (Debian: apt-get install chromium chromium-driver)"
+        )
         if os.environ.get("CI"):
             pytest.fail(f"CI is set but {reason}")
         pytest.skip(reason)
@@ -81,6 +83,18 @@ def chromium_session(profile: Path, **kwargs: Any) -> Iterator[Any]:
         yield browser
     finally:
         browser.quit()
+
+
+@contextmanager
+def own_tab(browser: Any) -> Iterator[None]:
+    """A new tab for the block (its own sessionStorage), closed at the end."""
+    first = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    try:
+        yield
+    finally:
+        browser.close()
+        browser.switch_to.window(first)
 
 
 def console_errors(browser: Any) -> list[dict[str, Any]]:
