@@ -40,7 +40,7 @@ from projections.fold import Projection
 from projections.history import MAX_BOUNDARIES, BoundarySampler, boundary_span, default_step
 from projections.replay import DurationError, parse_duration
 from projections.snapshot import decode_snapshot, encode_snapshot
-from server.http.routing import Request, Response
+from server.http.routing import Request, Response, gzip_if_accepted
 from server.live.sse import series_payload
 from server.live.worker import ProjectionWorker
 
@@ -218,7 +218,8 @@ class HistoryService:
         raises ``DurationError`` (400, naming the parameter)."""
         match, since_s, step_s = _params(request.target)  # DurationError: 400
         async with self._lock:
-            return await self._answer(match, since_s, step_s)
+            response = await self._answer(match, since_s, step_s)
+        return gzip_if_accepted(request, response)
 
     async def _answer(self, match: tuple[str, ...], since_s: float, step_s: float) -> Response:
         self._stats.queries += 1
