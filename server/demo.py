@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Final
 
 import anyio
+import anyio.abc
 import msgspec
 
 from bus.events import (
@@ -193,13 +194,15 @@ async def run_demo(
     period_s: float = 0.25,
     seed: int = 7,
     history_s: float = HISTORY_S,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Write the past ``history_s`` if the log is empty, then a demo batch every ``period_s``
-    until cancelled."""
+    """Write the past ``history_s`` if the log is empty (then report started), then a demo
+    batch every ``period_s`` until cancelled."""
     batches = demo_batches(seed)
     bus = committer.bus
     if history_s > 0 and await bus.end() == await bus.first():
         await seed_history(committer, batches, now=time.time(), history_s=history_s)
+    task_status.started()
     for batch in batches:
         await committer.submit(batch)
         await anyio.sleep(period_s)
