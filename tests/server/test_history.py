@@ -22,6 +22,7 @@ from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.metrics.summary import AnyFamily
 from projections.replay import StepFold
+from server import history
 from server.app import App
 from server.history import HistoryService, Keyframes
 from server.http.routing import Request, Response
@@ -186,6 +187,8 @@ async def test_a_second_query_folds_only_the_new_tail(data_dir: Path) -> None:
         ours = next(s for s in tail["series"] if s["name"] == "tail_total")
         assert [p and p["value"] for p in ours["points"][-5:]] == [None, 1.0, 2.0, 3.0, 4.0]
         assert app.history.stats.runs_started == 1
+        status = json.loads((await get(app, "/api/v1/status")).body)["history"]
+        assert status["queries"] == 3 and status["events_folded"] == first["folded_events"] + 5
 
 
 async def test_a_new_query_starts_from_a_keyframe_not_the_log_start(data_dir: Path) -> None:
@@ -263,6 +266,7 @@ async def test_an_empty_log_has_no_history(data_dir: Path) -> None:
         "timestamps": [],
         "positions": [],
         "series": [],
+        "series_left_out": False,
         "folded_events": 0,
     }
 
@@ -283,3 +287,14 @@ def test_keyframes_are_spaced_and_bounded() -> None:
         projection.fold_events([LoopStarted(ts=ts, loop_id="a")])
         small.add(projection)
     assert [f.clock for f in small.frames] == [300.0, 400.0]
+
+
+async def test_a_history_holds_a_bounded_number_of_series(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history, "MAX_SERIES", 5)
+    async with live_app(data_dir) as (app, bus):
+        await append_mixed(bus, 500)
+        await caught_up(app, bus)
+        doc = await get_json(app, "/api/v1/history?since=10s&step=1s")
+    assert len(doc["series"]) == 5 and doc["series_left_out"] is True
