@@ -227,6 +227,7 @@ class App:
             "last_checkpoint": None
             if last is None
             else {"offset": last.offset, "age_s": max(0.0, time.time() - last.mtime)},
+            "history": asdict(self.history.stats),
             "ingest": {
                 "groups_written": self.committer.groups_written,
                 "events_written": self.committer.events_written,

@@ -38,9 +38,11 @@ import anyio
 from bus.lines import Batch
 from projections.fold import Projection
 from projections.history import MAX_BOUNDARIES, BoundarySampler, boundary_span, default_step
+from projections.metrics.families import CounterFamily, GaugeFamily, Labels
+from projections.metrics.summary import AnyFamily
 from projections.replay import DurationError, parse_duration
 from projections.snapshot import decode_snapshot, encode_snapshot
-from server.http.routing import Request, Response
+from server.http.routing import Request, Response, gzip_if_accepted
 from server.live.sse import series_payload
 from server.live.worker import ProjectionWorker
 
@@ -54,10 +56,12 @@ KEYFRAME_POLL_S: Final = 1.0
 MAX_KEYFRAMES: Final = 48
 MAX_KEYFRAME_BYTES: Final = 64 << 20
 MAX_RUNS: Final = 4
+#: The most series one history holds; past it, new series are left out (``series_left_out``).
+MAX_SERIES: Final = 10_000
 MAX_FOLD_EVENTS: Final = 1_000_000
 RETRY_AFTER_S: Final = 1
 
-SeriesKey = tuple[str, tuple[str, ...]]
+SeriesKey = tuple[str, Labels]
 _META: Final = ("name", "type", "labels")
 
 
@@ -127,6 +131,8 @@ class _Run:
     timestamps: list[float] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     columns: dict[SeriesKey, _Column] = field(default_factory=dict)
+    #: Whether series were left out for ``MAX_SERIES``.
+    series_left_out: bool = False
     sampler: BoundarySampler = field(init=False)
 
     def sample(self, k: int, position: int, projection: Projection) -> None:
@@ -142,6 +148,9 @@ class _Run:
                 key = (family.name, labels)
                 column = self.columns.get(key)
                 if column is None:
+                    if len(self.columns) >= MAX_SERIES:
+                        self.series_left_out = True
+                        continue
                     column = _Column(family.kind, dict(zip(names, labels, strict=True)), [])
                     column.points.extend([None] * n)
                     self.columns[key] = column
@@ -166,9 +175,10 @@ class _Run:
                 del self.columns[key]
 
 
-def _series_labels(family: Any) -> list[tuple[str, ...]]:
-    holder = family.values if hasattr(family, "values") else family.series
-    return sorted(holder)
+def _series_labels(family: AnyFamily) -> list[Labels]:
+    if isinstance(family, CounterFamily | GaugeFamily):
+        return sorted(family.values)
+    return sorted(family.series)
 
 
 @dataclass(slots=True)
@@ -218,7 +228,8 @@ class HistoryService:
         raises ``DurationError`` (400, naming the parameter)."""
         match, since_s, step_s = _params(request.target)  # DurationError: 400
         async with self._lock:
-            return await self._answer(match, since_s, step_s)
+            response = await self._answer(match, since_s, step_s)
+        return gzip_if_accepted(request, response)
 
     async def _answer(self, match: tuple[str, ...], since_s: float, step_s: float) -> Response:
         self._stats.queries += 1
@@ -234,7 +245,15 @@ class HistoryService:
         body: dict[str, Any] = {"from": from_s, "to": to_s, "step": step_s}
         if not span:
             return Response.json(
-                200, {**body, "timestamps": [], "positions": [], "series": [], "folded_events": 0}
+                200,
+                {
+                    **body,
+                    "timestamps": [],
+                    "positions": [],
+                    "series": [],
+                    "series_left_out": False,
+                    "folded_events": 0,
+                },
             )
         run = self._run_for(match, step_s, span.start)
         if run is None:
@@ -309,7 +328,12 @@ def _slice(run: _Run, span: range) -> dict[str, Any]:
         series.append(
             {"name": name, "type": column.kind, "labels": column.labels, "points": points}
         )
-    return {"timestamps": run.timestamps[i:], "positions": run.positions[i:], "series": series}
+    return {
+        "timestamps": run.timestamps[i:],
+        "positions": run.positions[i:],
+        "series": series,
+        "series_left_out": run.series_left_out,
+    }
 
 
 def _params(target: str) -> tuple[tuple[str, ...], float, float]:
