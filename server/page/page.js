@@ -13,6 +13,7 @@ const $ = (id) => document.getElementById(id);
 const page = {
   frames: [],
   current: new Map(), // key -> series, as now
+  exemplars: new Map(), // key -> {le: exemplar}, from /api/v1/metrics
   offset: 0, // the bus position folded up to, as now
   status: null, // the last /api/v1/status
   prefix: "ralph_loop", // the loop prefix, read off the families
@@ -39,15 +40,20 @@ async function api(path, options = {}) {
   return res;
 }
 
-async function loadCurrent() {
+// The figures as now; exemplars (an optional field of histogram series) are kept apart,
+// since the stream's frames may not carry them: refreshed with the status.
+async function loadCurrent(exemplarsOnly = false) {
   const doc = await (await api("/api/v1/metrics?format=json")).json();
   const state = new Map();
+  page.exemplars = new Map();
   for (const fam of doc.families) {
     for (const s of fam.series) {
-      state.set(seriesKey(fam.name, s.labels), { name: fam.name, type: fam.type, ...s });
+      const key = seriesKey(fam.name, s.labels);
+      state.set(key, { name: fam.name, type: fam.type, ...s });
+      if (s.exemplars) page.exemplars.set(key, s.exemplars);
     }
   }
-  page.current = state;
+  if (!exemplarsOnly) page.current = state;
 }
 
 async function loadHistory() {
@@ -67,6 +73,9 @@ async function loadHistory() {
 async function pollStatus() {
   try {
     page.status = await (await api("/api/v1/status")).json();
+    const folded = page.status.folded_offset;
+    if (page.exemplarsAt !== undefined && folded !== page.exemplarsAt) await loadCurrent(true);
+    page.exemplarsAt = folded;
     page.offset = Math.max(page.offset, page.status.folded_offset);
     schedule();
   } catch (err) {
@@ -286,7 +295,7 @@ function conductorFigures(f) {
       figure("queued runs", gauge(f, "conductor_queued_runs_total"), "int", "conductor_queued_runs_total"),
       figure("completed", gauge(f, "conductor_completed_runs_total"), "int", "conductor_completed_runs_total"),
       figure("failed", gauge(f, "conductor_failed_runs_total"), "int", "conductor_failed_runs_total"),
-      figure("finished (agent filter)", count(fin), "int"),
+      figure("finished runs", count(fin), "int"),
       figure("duration p50", d.get("p50"), "s"),
       figure("p90", d.get("p90"), "s"),
       figure("p99", d.get("p99"), "s"),
@@ -460,8 +469,9 @@ function drawExemplars(chart) {
   const list = chart.box.querySelector(".exemplars");
   const items = [];
   for (const s of page.current.values()) {
-    if (s.name !== RUN_DURATION || !keep(s.labels) || !s.exemplars) continue;
-    for (const ex of Object.values(s.exemplars)) {
+    const exemplars = s.exemplars || page.exemplars.get(seriesKey(s.name, s.labels));
+    if (s.name !== RUN_DURATION || !keep(s.labels) || !exemplars) continue;
+    for (const ex of Object.values(exemplars)) {
       const offset = Number(ex.labels && ex.labels.offset);
       if (!Number.isFinite(offset)) continue;
       const b = document.createElement("button");

@@ -154,11 +154,11 @@ def test_the_agent_filter_selects_series(page: Page) -> None:
 
     agent = Select(page.browser.find_element("id", "f-agent"))
     assert {o.text for o in agent.options} >= {"any", "claude", "codex"}
-    assert page.figure("finished (agent filter)") == "2"
+    assert page.figure("finished runs") == "2"
     agent.select_by_value("claude")
-    wait_for(lambda: page.figure("finished (agent filter)") == "1", 2, "filtered figure")
+    wait_for(lambda: page.figure("finished runs") == "1", 2, "filtered figure")
     agent.select_by_value("")
-    wait_for(lambda: page.figure("finished (agent filter)") == "2", 2, "unfiltered figure")
+    wait_for(lambda: page.figure("finished runs") == "2", 2, "unfiltered figure")
 
 
 def test_an_event_changes_the_page_within_2_s(page: Page) -> None:
@@ -225,6 +225,27 @@ def test_a_click_on_a_point_lists_the_events_behind_it(page: Page) -> None:
     assert not browser.find_element("id", "drill").is_displayed()
 
 
+def test_an_exemplar_opens_the_event_at_its_offset(page: Page) -> None:
+    doc = page.server.get("/api/v1/metrics?format=json").json()
+    (durations,) = [f for f in doc["families"] if f["name"] == "conductor_run_duration_seconds"]
+    exemplars = [e for s in durations["series"] for e in s.get("exemplars", {}).values()]
+    if not exemplars:
+        pytest.skip("this build's /api/v1/metrics JSON carries no exemplars")
+    browser = page.browser
+    buttons = browser.find_elements("css selector", "#runs-duration .exemplars button")
+    assert sorted(b.text.split()[0] for b in buttons) == sorted(
+        e["labels"]["run_id"] for e in exemplars
+    )
+    buttons[0].click()
+    params = drill_query(browser)
+    listed = browser.execute_script(
+        "return [...document.querySelectorAll('#drill-list li[data-position]')]"
+        ".map(li => [Number(li.dataset.position), li.querySelector('b').textContent])"
+    )
+    assert listed == [[int(params["from"]), "run_finished"]]
+    browser.find_element("id", "drill-close").click()
+
+
 def test_the_keyboard_steps_through_points_and_opens_one(page: Page) -> None:
     from selenium.webdriver.common.keys import Keys
 
@@ -264,6 +285,8 @@ def test_a_screenshot_of_a_busy_page(tmp_path: Path, browser: Any) -> None:
     README's picture, docs/images/page.png."""
     with tally_server(tmp_path / "tally-data", "--demo") as server, own_tab(browser):
         console_errors(browser)  # what earlier tests left
+        viewport = {"width": 1280, "height": 1500, "deviceScaleFactor": 1, "mobile": False}
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", viewport)
         browser.get(f"http://127.0.0.1:{server.port}/")
         wait_for(
             lambda: browser.execute_script("return document.querySelectorAll('.loop').length") >= 2,
