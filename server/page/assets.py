@@ -1,7 +1,8 @@
 """The page's files, read once from the package (importlib.resources) and served as they are.
 
-No build step and nothing from the network: ``index.html``, ``page.js`` and ``page.css`` sit
-beside this module. Each answer carries a strong ETag (a hash of the bytes) and
+No build step and nothing from the network: ``index.html``, ``page.css``, ``page.js`` (the
+data and the panels) and ``chart.js`` (one SVG line chart; both ES modules) sit beside this
+module. Each answer carries a strong ETag (a hash of the bytes) and
 ``Cache-Control: no-cache``, so a browser revalidates and gets 304 while the file is unchanged.
 """
 
@@ -20,6 +21,7 @@ __all__ = ["ASSETS", "Asset", "PageAssets"]
 ASSETS: Final = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/page/page.js": ("page.js", "text/javascript; charset=utf-8"),
+    "/page/chart.js": ("chart.js", "text/javascript; charset=utf-8"),
     "/page/page.css": ("page.css", "text/css; charset=utf-8"),
 }
 

@@ -2,7 +2,7 @@
 // State is a list of frames {t, pos, live, state: Map(key -> series)}: the last hour from
 // /api/v1/history (t is event time), then one live frame per step from /api/v1/stream
 // (t is this browser's wall clock). Every chart is a function of two neighbouring frames.
-"use strict";
+import { LineChart, escapeHtml, format } from "/page/chart.js";
 
 const STEP_S = 30; // history step, and the spacing of live points
 const SINCE = "1h";
@@ -119,7 +119,10 @@ function onBlock(block) {
   }
   if (!data.length || (event !== "snapshot" && event !== "update")) return;
   const doc = JSON.parse(data.join("\n"));
-  if (event === "snapshot") page.current = new Map();
+  if (event === "snapshot") {
+    page.current = new Map();
+    pollStatus(); // it counts this subscriber now
+  }
   for (const s of doc.series) {
     const key = seriesKey(s.name, s.labels);
     if (s.removed) page.current.delete(key);
@@ -238,21 +241,21 @@ const RUN_DURATION = "conductor_run_duration_seconds";
 
 function conductorCharts() {
   return [
-    { id: "runs-active", host: "ch-runs", title: "Active and queued runs", drill: "conductor",
+    { id: "runs-active", host: "ch-runs", title: "Active and queued runs", match: ["project", "agent"],
       lines: (f) => new Map([["active", gauge(f, "conductor_active_runs_total")],
                              ["queued", gauge(f, "conductor_queued_runs_total")]]) },
-    { id: "runs-finished", host: "ch-runs", title: "Finished runs per minute, by agent", drill: "conductor",
+    { id: "runs-finished", host: "ch-runs", title: "Finished runs per minute, by agent", match: ["project", "agent"],
       lines: (f, p) => rates(f, p, RUN_DURATION, (l) => `${l.agent || "?"} ${l.status}`, undefined, "count") },
-    { id: "runs-duration", host: "ch-runs", title: "Run duration p50 / p90 / p99 (s)", drill: "conductor",
+    { id: "runs-duration", host: "ch-runs", title: "Run duration p50 / p90 / p99 (s)", match: ["project", "agent"],
       lines: (f) => quantiles(f, RUN_DURATION), exemplars: true },
-    { id: "bus-appends", host: "ch-traffic", title: "Message-bus appends per minute", drill: "conductor",
+    { id: "bus-appends", host: "ch-traffic", title: "Message-bus appends per minute", match: ["project"],
       lines: (f, p) => rates(f, p, "conductor_messagebus_appends_total", () => "appends") },
-    { id: "api-requests", host: "ch-traffic", title: "API requests per minute, by status class", drill: "api",
+    { id: "api-requests", host: "ch-traffic", title: "API requests per minute, by status class",
       lines: (f, p) => rates(f, p, "conductor_api_requests_total", (l) => `${String(l.status)[0]}xx`) },
-    { id: "self-counts", host: "ch-self", title: "Corrupt lines and series overflow", drill: "all",
+    { id: "self-counts", host: "ch-self", title: "Corrupt lines and series overflow",
       lines: (f) => new Map([["corrupt lines", gauge(f, "tally_corrupt_lines_total")],
                              ["series overflow", gauge(f, "tally_series_overflow_total")]]) },
-    { id: "self-lag", host: "ch-self", title: "Fold lag (bytes) and SSE subscribers", drill: "all",
+    { id: "self-lag", host: "ch-self", title: "Fold lag (bytes) and SSE subscribers",
       lines: (f) => new Map([["fold lag", f.status ? f.status.lag_bytes : null],
                              ["SSE subscribers", f.status ? f.status.sse_subscribers : null]]) },
   ];
@@ -263,16 +266,16 @@ function loopCharts(loop) {
   const id = (s) => `loop-${loop}-${s}`;
   const host = `ch-loop-${loop}`;
   return [
-    { id: id("iterations"), host, title: "Iterations per minute", drill: "loop", loop,
+    { id: id("iterations"), host, title: "Iterations per minute", match: ["loop_id"], loop,
       lines: (f, p) => rates(f, p, `${P}_iterations_total`, (l) => l.result, loop) },
-    { id: id("duration"), host, title: "Iteration duration p50 / p90 / p99 (s)", drill: "loop", loop,
+    { id: id("duration"), host, title: "Iteration duration p50 / p90 / p99 (s)", match: ["loop_id"], loop,
       lines: (f) => quantiles(f, `${P}_iteration_duration_seconds`, loop) },
-    { id: id("ratios"), host, title: "Success, test pass, context usage, velocity", drill: "loop", loop,
+    { id: id("ratios"), host, title: "Success, test pass, context usage, velocity", match: ["loop_id"], loop,
       lines: (f) => new Map([["success", successRatio(f, loop)],
                              ["test pass", gauge(f, `${P}_test_pass_ratio`, loop)],
                              ["context", gauge(f, `${P}_context_usage_ratio`, loop)],
                              ["velocity", gauge(f, `${P}_progress_velocity`, loop)]]) },
-    { id: id("streaks"), host, title: "Streaks, sessions and reboots", drill: "loop", loop,
+    { id: id("streaks"), host, title: "Streaks, sessions and reboots", match: ["loop_id"], loop,
       lines: (f) => new Map([["test failure streak", gauge(f, `${P}_test_failure_streak`, loop)],
                              ["no-progress streak", gauge(f, `${P}_no_progress_streak`, loop)],
                              ["active sessions", gauge(f, `${P}_active_sessions`, loop)],
@@ -331,16 +334,6 @@ function loopFigures(f, loop) {
   ];
 }
 
-function format(v, fmt) {
-  if (v === null || v === undefined || Number.isNaN(v)) return "–";
-  switch (fmt) {
-    case "int": return Math.round(v).toLocaleString("en");
-    case "pct": return `${(v * 100).toFixed(1)}%`;
-    case "s": return v < 10 ? `${v.toFixed(2)} s` : `${v.toFixed(0)} s`;
-    default: return Math.abs(v) >= 100 ? v.toFixed(0) : String(Number(v.toPrecision(3)));
-  }
-}
-
 function drawFigures(hostId, figures) {
   const host = $(hostId);
   host.replaceChildren(...figures.map((fig) => {
@@ -361,52 +354,18 @@ function drawFigures(hostId, figures) {
 
 // -- charts ------------------------------------------------------------------------------------
 
-const W = 560, H = 170, L = 46, R = 10, T = 8, B = 22;
-const SVG = "http://www.w3.org/2000/svg";
-
-function niceMax(v) {
-  if (!(v > 0)) return 1;
-  const p = 10 ** Math.floor(Math.log10(v));
-  return [1, 2, 2.5, 5, 10].map((m) => m * p).find((m) => m >= v);
-}
-
-function chartFor(def) {
+function drawChart(def) {
   let chart = page.charts.get(def.id);
   if (!chart) {
-    const box = document.createElement("figure");
-    box.className = "chart";
-    box.id = def.id;
-    box.style.margin = "0";
-    box.innerHTML = `<h3>${escapeHtml(def.title)}</h3>`;
-    const svg = document.createElementNS(SVG, "svg");
-    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-    svg.setAttribute("tabindex", "0");
-    svg.setAttribute("role", "img");
-    const legend = document.createElement("div");
-    legend.className = "legend";
-    box.append(svg, legend);
+    chart = new LineChart($(def.host), def, $("tip"), (k) => drill(chart, k));
     if (def.exemplars) {
-      const ex = document.createElement("ul");
-      ex.className = "exemplars";
-      box.append(ex);
+      chart.exemplars = document.createElement("ul");
+      chart.exemplars.className = "exemplars";
+      chart.box.append(chart.exemplars);
     }
-    $(def.host).append(box);
-    chart = { def, box, svg, legend, cursor: null, data: null };
-    svg.addEventListener("keydown", (e) => onChartKey(chart, e));
-    svg.addEventListener("mousemove", (e) => setCursor(chart, nearest(chart, e), e));
-    svg.addEventListener("mouseleave", () => setCursor(chart, null));
-    svg.addEventListener("blur", () => hideTip());
-    svg.addEventListener("click", (e) => {
-      const k = nearest(chart, e);
-      if (k !== null) drill(chart, k);
-    });
     page.charts.set(def.id, chart);
   }
   chart.def = def;
-  return chart;
-}
-
-function computeChart(def) {
   const frames = page.frames;
   const names = new Set();
   const rows = frames.map((f, k) => {
@@ -414,59 +373,12 @@ function computeChart(def) {
     for (const [name, v] of m) if (v !== null && Number.isFinite(v)) names.add(name);
     return m;
   });
-  return { frames, rows, names: [...names].sort() };
+  chart.draw(frames, rows, [...names].sort());
+  if (def.exemplars) drawExemplars(chart.exemplars);
 }
 
-function drawChart(def) {
-  const chart = chartFor(def);
-  const data = (chart.data = computeChart(def));
-  const { frames, rows, names } = data;
-  const svg = chart.svg;
-  svg.setAttribute("aria-label", `${def.title}: ${names.length} lines, ${frames.length} points; arrow keys step, Enter lists events`);
-  if (!frames.length) { svg.innerHTML = ""; return; }
-  const t0 = frames[0].t, t1 = Math.max(frames[frames.length - 1].t, t0 + 1);
-  let vmax = 0;
-  for (const m of rows) for (const v of m.values()) if (v !== null && Number.isFinite(v)) vmax = Math.max(vmax, v);
-  const ymax = niceMax(vmax);
-  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
-  const y = (v) => T + (1 - v / ymax) * (H - T - B);
-  chart.x = x;
-  let out = "";
-  for (let i = 0; i <= 4; i++) {
-    const v = (ymax * i) / 4, yy = y(v).toFixed(1);
-    out += `<line class="grid" x1="${L}" x2="${W - R}" y1="${yy}" y2="${yy}"/>`;
-    out += `<text class="axis" x="${L - 4}" y="${Number(yy) + 3}" text-anchor="end">${format(v, "num")}</text>`;
-  }
-  const span = t1 - t0;
-  const tick = [60, 300, 600, 900, 1800, 3600].find((s) => span / s <= 6) || 7200;
-  for (let t = Math.ceil(t0 / tick) * tick; t <= t1; t += tick) {
-    const label = new Date(t * 1000).toTimeString().slice(0, 5);
-    out += `<text class="axis" x="${x(t).toFixed(1)}" y="${H - 6}" text-anchor="middle">${label}</text>`;
-  }
-  names.forEach((name, i) => {
-    let d = "", pen = "M", dots = "";
-    rows.forEach((m, k) => {
-      const v = m.get(name);
-      if (v === null || v === undefined || !Number.isFinite(v)) { pen = "M"; return; }
-      const px = x(frames[k].t).toFixed(1), py = y(v).toFixed(1);
-      d += `${pen}${px},${py}`;
-      pen = "L";
-      dots += `<circle class="pt k${i % 8}" r="2.2" cx="${px}" cy="${py}" data-k="${k}" data-t="${frames[k].t}" data-line="${escapeHtml(name)}"/>`;
-    });
-    out += `<path class="line k${i % 8}" d="${d}"/>` + dots;
-  });
-  if (chart.cursor !== null && chart.cursor < frames.length) {
-    const cx = x(frames[chart.cursor].t).toFixed(1);
-    out += `<line class="cursor" x1="${cx}" x2="${cx}" y1="${T}" y2="${H - B}"/>`;
-  }
-  svg.innerHTML = out;
-  chart.legend.innerHTML = names.map((n, i) => `<span><i class="k${i % 8}"></i>${escapeHtml(n)}</span>`).join("");
-  if (def.exemplars) drawExemplars(chart);
-}
-
-// Exemplars (when /api/v1/metrics or the stream carry them): each opens the events at its offset.
-function drawExemplars(chart) {
-  const list = chart.box.querySelector(".exemplars");
+// Exemplars (when /api/v1/metrics carries them): each opens the events at its offset.
+function drawExemplars(list) {
   const items = [];
   for (const s of page.current.values()) {
     const exemplars = s.exemplars || page.exemplars.get(seriesKey(s.name, s.labels));
@@ -477,7 +389,7 @@ function drawExemplars(chart) {
       const b = document.createElement("button");
       b.type = "button";
       b.textContent = `${ex.labels.run_id || "run"} ${format(ex.value, "s")}`;
-      b.addEventListener("click", () => openDrill(`Exemplar ${b.textContent}`, { from: offset, limit: 1 }));
+      b.addEventListener("click", () => openDrill(`Exemplar ${b.textContent}`, { from: offset, limit: 1 }, []));
       const li = document.createElement("li");
       li.append(b);
       items.push(li);
@@ -486,77 +398,31 @@ function drawExemplars(chart) {
   list.replaceChildren(...items.slice(-12));
 }
 
-function nearest(chart, e) {
-  const frames = chart.data?.frames;
-  if (!frames?.length || !chart.x) return null;
-  const rect = chart.svg.getBoundingClientRect();
-  const vx = ((e.clientX - rect.left) / rect.width) * W;
-  let best = 0;
-  frames.forEach((f, k) => {
-    if (Math.abs(chart.x(f.t) - vx) < Math.abs(chart.x(frames[best].t) - vx)) best = k;
-  });
-  return best;
-}
-
-function setCursor(chart, k, e) {
-  chart.cursor = k;
-  drawChart(chart.def);
-  if (k === null) return hideTip();
-  const { frames, rows, names } = chart.data;
-  const tip = $("tip");
-  const when = new Date(frames[k].t * 1000).toLocaleTimeString();
-  tip.innerHTML = `<b>${when}</b>${frames[k].live ? " (live)" : ""}<br>` + names
-    .map((n, i) => `<i class="k${i % 8}" style="display:inline-block;width:8px;height:8px"></i> ${escapeHtml(n)}: ${format(rows[k].get(n), "num")}`)
-    .join("<br>");
-  tip.hidden = false;
-  const rect = chart.svg.getBoundingClientRect();
-  const px = e ? e.clientX : rect.left + (chart.x(frames[k].t) / W) * rect.width;
-  const py = e ? e.clientY : rect.top;
-  tip.style.left = `${Math.min(px + 12, window.innerWidth - tip.offsetWidth - 8)}px`;
-  tip.style.top = `${Math.max(py - tip.offsetHeight - 8, 4)}px`;
-}
-
-function hideTip() { $("tip").hidden = true; }
-
-function onChartKey(chart, e) {
-  const n = chart.data?.frames.length || 0;
-  if (!n) return;
-  const k = chart.cursor ?? n - 1;
-  const moves = { ArrowLeft: k - 1, ArrowRight: k + 1, Home: 0, End: n - 1 };
-  if (e.key in moves) {
-    e.preventDefault();
-    setCursor(chart, Math.max(0, Math.min(n - 1, moves[e.key])));
-  } else if (e.key === "Enter" || e.key === " ") {
-    e.preventDefault();
-    drill(chart, k);
-  }
-}
-
 // -- drill-down ------------------------------------------------------------------------------
 
 function drill(chart, k) {
-  const frames = chart.data.frames;
+  const frames = chart.frames;
   const range = { to: frames[k].pos, limit: 50 };
   if (k > 0) range.from = frames[k - 1].pos;
   const when = new Date(frames[k].t * 1000).toLocaleTimeString();
-  openDrill(`${chart.def.title} — ${when}`, range, chart.def);
+  openDrill(`${chart.def.title} — ${when}`, range, matches(chart.def));
 }
 
+// match= of a chart's drill-down: the event fields its filters stand for.
 function matches(def) {
-  const f = page.filters;
   const out = [];
-  if (!def || def.drill === "conductor") {
-    if (f.project) out.push(`project:${f.project}`);
-    if (f.agent) out.push(`agent:${f.agent}`);
+  for (const field of def.match || []) {
+    const value = field === "loop_id" ? def.loop : page.filters[field];
+    if (value) out.push(`${field}:${value}`);
   }
-  if (def && def.drill === "loop") out.push(`loop_id:${def.loop}`);
   return out;
 }
 
-async function openDrill(title, range, def) {
+async function openDrill(title, range, match) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(range)) q.set(k, String(v));
-  for (const m of matches(def)) q.append("match", m);
+  for (const m of match) q.append("match", m);
+  page.returnFocus = document.activeElement;
   const panel = $("drill");
   $("drill-title").textContent = title;
   $("drill-range").textContent = `positions ${range.from ?? "start"} … ${range.to ?? "end"}` +
@@ -593,14 +459,12 @@ async function openDrill(title, range, def) {
 }
 
 function closeDrill() {
+  if ($("drill").hidden) return;
   $("drill").hidden = true;
+  if (page.returnFocus && page.returnFocus.isConnected) page.returnFocus.focus();
 }
 
 // -- the page ------------------------------------------------------------------------------------
-
-function escapeHtml(s) {
-  return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
 
 function setConn(cls, text) {
   const conn = $("conn");
@@ -694,7 +558,7 @@ function wire() {
   });
   document.addEventListener("keydown", (e) => {
     const typing = /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName);
-    if (e.key === "Escape") { closeDrill(); hideTip(); }
+    if (e.key === "Escape") { closeDrill(); $("tip").hidden = true; }
     else if (e.key === "/" && !typing) { e.preventDefault(); $("f-project").focus(); }
     else if (e.key === "t" && !typing && !e.ctrlKey && !e.metaKey) cycleTheme();
   });
@@ -713,6 +577,7 @@ async function start() {
   pushLive();
   render();
   setInterval(pollStatus, 5000);
+  setInterval(() => { pushLive(); schedule(); }, STEP_S * 1000); // time moves on when the log is quiet
   follow();
 }
 

@@ -29,8 +29,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TallyServer]:
 @pytest.mark.parametrize(
     ("path", "content_type", "needle"),
     [
-        ("/", "text/html; charset=utf-8", b'<script src="/page/page.js"'),
+        ("/", "text/html; charset=utf-8", b'<script type="module" src="/page/page.js"'),
         ("/page/page.js", "text/javascript; charset=utf-8", b"/api/v1/history"),
+        ("/page/chart.js", "text/javascript; charset=utf-8", b"export class LineChart"),
         ("/page/page.css", "text/css; charset=utf-8", b"prefers-color-scheme: dark"),
     ],
 )

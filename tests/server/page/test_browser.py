@@ -225,6 +225,45 @@ def test_a_click_on_a_point_lists_the_events_behind_it(page: Page) -> None:
     assert not browser.find_element("id", "drill").is_displayed()
 
 
+def test_the_project_and_loop_filters_narrow_the_drill_down(page: Page) -> None:
+    browser = page.browser
+    project = browser.find_element("id", "f-project")
+    project.send_keys("ops")
+    try:
+        # The first live point: the seeded message of project ops came after the last step
+        # boundary of the history, which ends at the newest event.
+        k = min(p["k"] for p in chart_points(page, "bus-appends") if p["t"] >= page.opened_at)
+        browser.find_element("css selector", f'#bus-appends circle[data-k="{k}"]').click()
+        params = drill_query(browser)
+        assert params["match"] == "project%3Aops"
+        listed = browser.execute_script(
+            "return [...document.querySelectorAll('#drill-list li[data-position]')]"
+            ".map(li => Number(li.dataset.position))"
+        )
+        start, stop = int(params.get("from", 0)), int(params["to"])
+        log = tail(page.server.data_dir)
+        ops = [e["offset"] for e in log if start <= e["offset"] < stop and e["project"] == "ops"]
+        assert listed == ops
+        assert len(ops) == 1
+        browser.find_element("id", "drill-close").click()
+    finally:
+        project.clear()
+        browser.execute_script(
+            "document.getElementById('f-project').dispatchEvent(new Event('input'))"
+        )
+    loop_points = chart_points(page, "loop-l1-iterations")
+    k = min(p["k"] for p in loop_points)
+    browser.find_element("css selector", f'#loop-l1-iterations circle[data-k="{k}"]').click()
+    params = drill_query(browser)
+    assert params["match"] == "loop_id%3Al1"
+    types = browser.execute_script(
+        "return [...document.querySelectorAll('#drill-list li b')].map(b => b.textContent)"
+    )
+    assert "iteration_completed" in types
+    assert "run_finished" not in types
+    browser.find_element("id", "drill-close").click()
+
+
 def test_an_exemplar_opens_the_event_at_its_offset(page: Page) -> None:
     doc = page.server.get("/api/v1/metrics?format=json").json()
     (durations,) = [f for f in doc["families"] if f["name"] == "conductor_run_duration_seconds"]
