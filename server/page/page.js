@@ -29,9 +29,14 @@ const page = {
 const seriesKey = (name, labels) =>
   name + JSON.stringify(Object.keys(labels).sort().map((k) => [k, labels[k]]));
 
-async function api(path, options = {}) {
+async function api(path, options = {}, retries = 0) {
   const headers = page.token ? { Authorization: `Bearer ${page.token}` } : {};
   const res = await fetch(path, { ...options, headers, signal: page.abort.signal });
+  if (res.status === 503 && retries > 0) { // a long history is folded over several requests
+    const wait = Number(res.headers.get("retry-after")) || 1;
+    await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+    return api(path, options, retries - 1);
+  }
   if (res.status === 401) {
     $("token-form").hidden = false;
     throw new Error("a bearer token is needed");
@@ -57,7 +62,7 @@ async function loadCurrent(exemplarsOnly = false) {
 }
 
 async function loadHistory() {
-  const doc = await (await api(`/api/v1/history?since=${SINCE}&step=${STEP_S}s`)).json();
+  const doc = await (await api(`/api/v1/history?since=${SINCE}&step=${STEP_S}s`, {}, 30)).json();
   const frames = doc.timestamps.map((t, k) => ({
     t, pos: doc.positions[k], live: false, state: new Map(),
   }));

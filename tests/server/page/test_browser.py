@@ -149,6 +149,48 @@ def test_the_figures_equal_the_api(page: Page) -> None:
     assert page.figure("test pass") == "90.0%"
 
 
+def histogram_quantile(q: float, buckets: dict[str, int]) -> float | None:
+    """Prometheus' histogram_quantile over one cumulative bucket map, the reference here."""
+    bounds = sorted((float(le), n) for le, n in buckets.items())
+    total = bounds[-1][1]
+    if total == 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0
+    for bound, cumulative in bounds:
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / (cumulative - below)
+        lower, below = bound, cumulative
+    return lower
+
+
+def test_quantiles_are_histogram_quantile_of_the_buckets(page: Page) -> None:
+    doc = page.server.get("/api/v1/metrics?format=json").json()
+    families = {f["name"]: f for f in doc["families"]}
+    runs: dict[str, int] = {}
+    for series in families["conductor_run_duration_seconds"]["series"]:
+        for le, n in series["buckets"].items():
+            runs[le] = runs.get(le, 0) + n
+    (loop,) = families["ralph_loop_iteration_duration_seconds"]["series"]
+    derived = page.browser.execute_script(
+        """const out = {};
+        for (const o of document.querySelectorAll('output:not([data-metric])')) {
+            const label = o.parentElement.querySelector('span').textContent;
+            const scope = o.closest('.loop') ? o.closest('.loop').id + ' ' : '';
+            out[scope + label] = o.dataset.value === undefined ? null : Number(o.dataset.value);
+        }
+        return out"""
+    )
+    assert derived["duration p50"] == pytest.approx(histogram_quantile(0.5, runs))
+    assert derived["p90"] == pytest.approx(histogram_quantile(0.9, runs))
+    assert derived["p99"] == pytest.approx(histogram_quantile(0.99, runs))
+    assert derived["loop-l1 duration p50"] == pytest.approx(
+        histogram_quantile(0.5, loop["buckets"])
+    )
+    assert derived["duration p50"] == pytest.approx(15.0)  # 12 s and 52 s: rank 1 in (5, 15]
+
+
 def test_the_agent_filter_selects_series(page: Page) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -317,6 +359,14 @@ def test_keys_focus_the_filter_and_switch_the_theme(page: Page) -> None:
         background
     )
     body.send_keys("t")  # back to auto
+    assert browser.execute_script("return document.documentElement.dataset.theme") is None
+    dark = {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", dark)
+    try:
+        auto_dark = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+        assert auto_dark == "rgb(15, 18, 23)"  # the system's dark, followed while on auto
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
 
 def test_a_screenshot_of_a_busy_page(tmp_path: Path, browser: Any) -> None:
