@@ -7,7 +7,7 @@ import { LineChart, escapeHtml, format } from "/page/chart.js";
 const STEP_S = 30; // history step, and the spacing of live points
 const SINCE = "1h";
 const SSE_INTERVAL_S = 0.5;
-const MAX_FRAMES = 400;
+const WINDOW_S = 3600; // what the charts span, up to the newest point
 const $ = (id) => document.getElementById(id);
 
 const page = {
@@ -148,7 +148,8 @@ function pushLive() {
   } else {
     page.frames.push(frame);
   }
-  if (page.frames.length > MAX_FRAMES) page.frames.splice(0, page.frames.length - MAX_FRAMES);
+  const old = page.frames.findIndex((f) => f.t >= now - WINDOW_S - STEP_S);
+  if (old > 0) page.frames.splice(0, old);
 }
 
 // -- reading a frame -----------------------------------------------------------------------
