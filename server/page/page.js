@@ -577,7 +577,7 @@ async function start() {
     await Promise.all([loadCurrent(), loadHistory()]);
   } catch (err) {
     setConn("down", err.message);
-    if (page.token === "" && !$("token-form").hidden) return;
+    if (!$("token-form").hidden) return; // 401: the form reloads the page with a token
   }
   await pollStatus();
   pushLive();
