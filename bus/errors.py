@@ -30,6 +30,7 @@ checks it against the classes)::
       * ReportError (server.loop.junit)                     exit 2, HTTP 500
       * SpoolBusy (server.loop.spool)                       exit 1, HTTP 500
       * OtlpDecodeError (server.otlp.decode)                exit 2, HTTP 400
+      * LogQueryError (server.log_query)                    exit 2, HTTP 400
 
 An HTTP status of 500 on an error that is bad input on the command line (a bad
 ``tally.toml``) says that, seen from an HTTP client, it is the server's fault.

@@ -2,15 +2,22 @@
 
 Conductor runs, message-bus traffic, API requests and two Ralph loops, a
 small batch every ``period_s``, appended through the same group committer as
-HTTP ingest. Seeded, so two demos tell the same story.
+HTTP ingest. Seeded, so two demos tell the same story. On an empty log the
+demo first writes the past hour of the same story (``seed_history``: a batch
+every ``history_period_s`` of event time, a few thousand events), so the
+history the live page draws is there at once.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
+from typing import Final
 
 import anyio
+import anyio.abc
+import msgspec
 
 from bus.events import (
     AgentFallback,
@@ -31,7 +38,13 @@ from bus.events import (
 )
 from server.live.group_commit import GroupCommitter
 
-__all__ = ["demo_batches", "run_demo"]
+__all__ = ["demo_batches", "run_demo", "seed_history"]
+
+#: How much past the demo writes on an empty log, and one batch per how much of it.
+HISTORY_S: Final = 3600.0
+HISTORY_PERIOD_S: Final = 5.0
+#: Past batches appended per submission.
+_SEED_CHUNK: Final = 120
 
 AGENTS = ("claude", "codex", "gemini")
 PROJECTS = ("website", "billing")
@@ -152,8 +165,44 @@ def _loop_step(loop: _Loop, rng: random.Random) -> list[Event]:
     return out
 
 
-async def run_demo(committer: GroupCommitter, *, period_s: float = 0.25, seed: int = 7) -> None:
-    """Append a demo batch every ``period_s`` until cancelled."""
-    for batch in demo_batches(seed):
+async def seed_history(
+    committer: GroupCommitter,
+    batches: Iterator[list[Event]],
+    *,
+    now: float,
+    history_s: float = HISTORY_S,
+    period_s: float = HISTORY_PERIOD_S,
+) -> int:
+    """Append the next batches of ``batches`` stamped one per ``period_s`` over the
+    ``history_s`` before ``now``; how many events."""
+    count = int(history_s // period_s)
+    events: list[Event] = []
+    written = 0
+    for i in range(count):
+        ts = now - history_s + i * period_s
+        events.extend(msgspec.structs.replace(ev, ts=ts) for ev in next(batches))
+        if (i + 1) % _SEED_CHUNK == 0 or i + 1 == count:
+            await committer.submit(events)
+            written += len(events)
+            events = []
+    return written
+
+
+async def run_demo(
+    committer: GroupCommitter,
+    *,
+    period_s: float = 0.25,
+    seed: int = 7,
+    history_s: float = HISTORY_S,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Write the past ``history_s`` if the log is empty (then report started), then a demo
+    batch every ``period_s`` until cancelled."""
+    batches = demo_batches(seed)
+    bus = committer.bus
+    if history_s > 0 and await bus.end() == await bus.first():
+        await seed_history(committer, batches, now=time.time(), history_s=history_s)
+    task_status.started()
+    for batch in batches:
         await committer.submit(batch)
         await anyio.sleep(period_s)
