@@ -1,6 +1,7 @@
 """``GET /api/v1/history``: each series' value at every step of event time, read from the log.
 
-Rule: the fold is never from offset 0 per request, and never unbounded.
+Rule: no request folds what a keyframe or a kept history already holds, and none folds
+more than ``max_fold_events`` events.
 
 * Keyframes: encoded snapshots of the state (``projections.snapshot``), at least
   ``KEYFRAME_SPACING_S`` of event time apart, at most ``MAX_KEYFRAMES`` of them and
@@ -306,6 +307,13 @@ class HistoryService:
         else:
             projection, _ = decode_snapshot(frame.data, config)
             position = frame.position
+        log.debug(
+            "history of %s every %g s from %g: folding from position %d",
+            match or "everything",
+            step_s,
+            first_k * step_s,
+            position,
+        )
         run = _Run(match, step_s, first_k, position)
         run.sampler = BoundarySampler(projection, step_s=step_s, first_k=first_k, sample=run.sample)
         self.runs[(match, step_s)] = run
