@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from bus.contract import Bus
 from bus.events import (
     AgentFallback,
     ApiRequest,
@@ -188,6 +189,13 @@ async def seed_history(
     return written
 
 
+async def _empty(bus: Bus) -> bool:
+    """Whether the log holds no line at all (its first batch, if any, says)."""
+    async for batch in bus.read(await bus.first()):
+        return not (batch.events or batch.corrupt or batch.unknown)
+    return True
+
+
 async def run_demo(
     committer: GroupCommitter,
     *,
@@ -200,7 +208,7 @@ async def run_demo(
     batch every ``period_s`` until cancelled."""
     batches = demo_batches(seed)
     bus = committer.bus
-    if history_s > 0 and await bus.end() == await bus.first():
+    if history_s > 0 and await _empty(bus):
         await seed_history(committer, batches, now=time.time(), history_s=history_s)
     task_status.started()
     for batch in batches:

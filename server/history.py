@@ -1,6 +1,7 @@
 """``GET /api/v1/history``: each series' value at every step of event time, read from the log.
 
-Rule: the fold is never from offset 0 per request, and never unbounded.
+Rule: no request folds what a keyframe or a kept history already holds, and none folds
+more than ``max_fold_events`` events.
 
 * Keyframes: encoded snapshots of the state (``projections.snapshot``), at least
   ``KEYFRAME_SPACING_S`` of event time apart, at most ``MAX_KEYFRAMES`` of them and
@@ -38,7 +39,7 @@ import anyio
 from bus.lines import Batch
 from projections.fold import Projection
 from projections.history import MAX_BOUNDARIES, BoundarySampler, boundary_span, default_step
-from projections.metrics.families import CounterFamily, GaugeFamily, Labels
+from projections.metrics.families import CounterFamily, GaugeFamily, HistogramFamily, Labels
 from projections.metrics.summary import AnyFamily
 from projections.replay import DurationError, parse_duration
 from projections.snapshot import decode_snapshot, encode_snapshot
@@ -118,6 +119,8 @@ class _Column:
     kind: str
     labels: dict[str, str]
     points: list[dict[str, Any] | None]
+    #: What the last point was made from (``_token``): the same again, the same point.
+    token: object = None
 
 
 @dataclass(eq=False, slots=True)
@@ -154,10 +157,15 @@ class _Run:
                     column = _Column(family.kind, dict(zip(names, labels, strict=True)), [])
                     column.points.extend([None] * n)
                     self.columns[key] = column
+                token = _token(family, labels)
+                last = column.points[-1] if column.points else None
+                if last is not None and token is not None and token == column.token:
+                    column.points.append(last)
+                    continue
                 payload = series_payload(family, labels)
                 for name in _META:
                     del payload[name]
-                last = column.points[-1] if column.points else None
+                column.token = token
                 column.points.append(last if last == payload else payload)
         for column in self.columns.values():
             if len(column.points) == n:
@@ -173,6 +181,17 @@ class _Run:
             del points[:n]
             if all(p is None for p in points):
                 del self.columns[key]
+
+
+def _token(family: AnyFamily, labels: Labels) -> object:
+    """A cheap value that changes whenever the series' point does; ``None`` for summaries
+    (their quantiles move with the clock's window)."""
+    if isinstance(family, CounterFamily | GaugeFamily):
+        return family.values[labels]
+    if isinstance(family, HistogramFamily):
+        series = family.series[labels]
+        return (series.count, series.sum)
+    return None
 
 
 def _series_labels(family: AnyFamily) -> list[Labels]:
@@ -288,6 +307,13 @@ class HistoryService:
         else:
             projection, _ = decode_snapshot(frame.data, config)
             position = frame.position
+        log.debug(
+            "history of %s every %g s from %g: folding from position %d",
+            match or "everything",
+            step_s,
+            first_k * step_s,
+            position,
+        )
         run = _Run(match, step_s, first_k, position)
         run.sampler = BoundarySampler(projection, step_s=step_s, first_k=first_k, sample=run.sample)
         self.runs[(match, step_s)] = run

@@ -6,11 +6,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tests.support.buses import bus_url
 from tests.support.serverproc import tally_server
+
+__all__ = ["bus_url"]  # the fixture, used by name
 
 
 def test_the_demo_shows_an_hour_of_history_at_once_and_seeds_only_an_empty_log(
-    data_dir: Path,
+    data_dir: Path, bus_url: str | None
 ) -> None:
     started = time.time()
     with tally_server(data_dir, "--demo") as server:
