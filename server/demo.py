@@ -1,10 +1,10 @@
 """A synthetic workload for `tally serve --demo`: live numbers for a newcomer.
 
 Conductor runs, message-bus traffic, API requests and two Ralph loops, a
-small batch every ``period_s``, appended through the same group committer as
+small batch every ``period_s`` (one a second), appended through the same group committer as
 HTTP ingest. Seeded, so two demos tell the same story. On an empty log the
 demo first writes the past hour of the same story (``seed_history``: a batch
-every ``history_period_s`` of event time, a few thousand events), so the
+every ``PERIOD_S`` of event time, as live, some 30,000 events), so the
 history the live page draws is there at once.
 """
 
@@ -41,9 +41,10 @@ from server.live.group_commit import GroupCommitter
 
 __all__ = ["demo_batches", "run_demo", "seed_history"]
 
-#: How much past the demo writes on an empty log, and one batch per how much of it.
+#: How much past the demo writes on an empty log.
 HISTORY_S: Final = 3600.0
-HISTORY_PERIOD_S: Final = 5.0
+#: One batch per this much time, live and in the past hour alike, so rates agree at "now".
+PERIOD_S: Final = 1.0
 #: Past batches appended per submission.
 _SEED_CHUNK: Final = 120
 
@@ -79,7 +80,7 @@ def demo_batches(seed: int = 7) -> Iterator[list[Event]]:
             batch.append(RunQueued(run_id=run[0], project=run[1], agent=run[2]))
             batch.append(RunStarted(run_id=run[0], project=run[1], agent=run[2]))
             running.append(run)
-        if running and rng.random() < 0.45:
+        if running and rng.random() < (0.45 if len(running) < 12 else 0.6):  # about 12 active
             run_id, project, agent = running.pop(0)
             failed = rng.random() < 0.15
             batch.append(
@@ -172,7 +173,7 @@ async def seed_history(
     *,
     now: float,
     history_s: float = HISTORY_S,
-    period_s: float = HISTORY_PERIOD_S,
+    period_s: float = PERIOD_S,
 ) -> int:
     """Append the next batches of ``batches`` stamped one per ``period_s`` over the
     ``history_s`` before ``now``; how many events."""
@@ -199,7 +200,7 @@ async def _empty(bus: Bus) -> bool:
 async def run_demo(
     committer: GroupCommitter,
     *,
-    period_s: float = 0.25,
+    period_s: float = PERIOD_S,
     seed: int = 7,
     history_s: float = HISTORY_S,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,

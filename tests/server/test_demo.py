@@ -25,7 +25,7 @@ def test_the_demo_shows_an_hour_of_history_at_once_and_seeds_only_an_empty_log(
         assert doc["to"] - doc["from"] == 3600.0
         completed = next(s for s in doc["series"] if s["name"] == "conductor_completed_runs_total")
         values = [p["value"] for p in completed["points"] if p is not None]
-        assert values[0] < 5 and values[-1] > 100  # an hour of runs, finishing all along
+        assert values[0] < 30 and values[-1] > 1000  # an hour of runs, finishing all along
         oldest = server.get("/api/v1/log?limit=2").json()["events"]
         assert [e["event"]["type"] for e in oldest] == ["loop_started", "loop_started"]
         assert abs(oldest[0]["event"]["ts"] - (started - 3600)) < 30
@@ -34,7 +34,7 @@ def test_the_demo_shows_an_hour_of_history_at_once_and_seeds_only_an_empty_log(
         }
         assert server.get("/api/v1/history?step=0").status == 400
         seeded = sum(server.status()["events_by_type"].values())
-        assert 3000 < seeded < 10_000
+        assert 20_000 < seeded < 50_000  # a batch a second over the hour
     with tally_server(data_dir, "--demo") as server:
         status = server.wait_caught_up()
         again = sum(status["events_by_type"].values())
