@@ -106,6 +106,29 @@ class Batch:
             self._buf = None
         return self._offsets
 
+    def positions_of(self, indices: Sequence[int]) -> list[int]:
+        """Positions of the events at ``indices`` (ascending), without working out the rest.
+
+        Exemplars need a few positions per batch: this splits ``buf`` only up to the
+        last index asked for, and makes no list of every offset.
+        """
+        if self._offsets is not None:
+            offsets = self._offsets
+            return [offsets[i] for i in indices]
+        if self._indexed:
+            start = self.start
+            return [start + i for i in indices]
+        if not indices:
+            return []
+        parts = (self._buf or b"").split(b"\n", indices[-1])
+        out: list[int] = []
+        position, done = self.start, 0
+        for i in indices:  # each line takes its length and its newline
+            position += sum(map(len, parts[done:i])) + (i - done)
+            done = i
+            out.append(position)
+        return out
+
     def __iter__(self) -> Iterator[tuple[int, Event]]:
         return zip(self.offsets, self.events, strict=True)
 

@@ -29,6 +29,7 @@ from bus.events import (
 from projections import catalogue as cat
 from projections.clock import EventClock, elapsed
 from projections.config import ProjectionConfig
+from projections.exemplars import ExemplarRecorder
 from projections.metrics.families import OVERFLOW, Family, OverflowCounts
 from projections.metrics.state import FamilyState, family_from_state, family_to_state
 from projections.metrics.summary import SummaryFamily
@@ -98,6 +99,7 @@ class LoopFold:
         specs: dict[str, cat.FamilySpec],
         clock: EventClock,
         overflow: OverflowCounts,
+        exemplars: ExemplarRecorder | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -111,6 +113,12 @@ class LoopFold:
         #: (presence bit, family name) of every per-loop family, for overflow accounting.
         self._bit_names = tuple((BIT[suffix], specs[suffix].name) for suffix in BIT)
         self._bounds = config.iteration_buckets
+        #: Where iterations note their exemplars, when the catalogue gives the family a label.
+        self._exemplars = exemplars if specs[_SKETCHED].exemplar else None
+        #: The event types whose handlers record exemplars (the dispatch loop tells them where).
+        self.indexed: tuple[type[EventBase], ...] = (
+            (IterationCompleted,) if self._exemplars is not None else ()
+        )
         self.loops: dict[str, LoopState] = {}
         self.active_loops: dict[str, None] = {}
         self.sketch = self._new_sketch()
@@ -194,6 +202,11 @@ class LoopFold:
             return
         if ev.ts is None:  # it happened at the clock: keep that with it
             ev = msgspec.structs.replace(ev, ts=now)
+        exemplars = self._exemplars
+        if exemplars is not None:  # noted now, while the event's index is known
+            duration = ev.duration_s
+            bucket = bisect_left(self._bounds, duration)
+            exemplars.record(s.duration_exemplars, bucket, ev.loop_id, duration, ev.ts)  # type: ignore[arg-type]
         s.iterations.append(ev)
         self._unsettled += 1
         if self._unsettled >= _SETTLE_EVERY:

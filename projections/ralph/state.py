@@ -13,6 +13,7 @@ import msgspec
 
 from bus.events import EventBase
 from projections.catalogue.loops import LOOP, PER_LOOP, Feed, When
+from projections.metrics.families import Exemplar
 
 __all__ = [
     "BIT",
@@ -72,6 +73,8 @@ class LoopStateRecord(msgspec.Struct, array_like=True, kw_only=True):
     test_failure_streak: int
     rss_bytes: int
     cpu_percent: float
+    #: Iteration-duration bucket index -> the latest iteration in it (``projections.exemplars``).
+    duration_exemplars: dict[int, Exemplar]
 
 
 class LoopState:
@@ -110,6 +113,7 @@ class LoopState:
         self.test_failure_streak = 0
         self.rss_bytes = 0
         self.cpu_percent = 0.0
+        self.duration_exemplars: dict[int, Exemplar] = {}
         #: ``iteration_completed`` events not folded in yet (``LoopFold.settle``).
         self.iterations: list[Any] = []
 
@@ -129,6 +133,8 @@ class LoopState:
             value = getattr(self, name)
             if isinstance(value, deque | list):
                 value = list(value)
+            elif name == "duration_exemplars":  # by bucket: equal states, equal records
+                value = dict(sorted(value.items()))
             elif isinstance(value, dict):
                 value = dict(value)
             fields[name] = value
