@@ -26,6 +26,7 @@ from projections.exemplars import ExemplarRecorder
 from projections.metrics.families import (
     OVERFLOW,
     CounterFamily,
+    Exemplar,
     Family,
     GaugeFamily,
     HistogramFamily,
@@ -91,6 +92,8 @@ class ConductorFold:
         self.run_durations = durations
         #: Where finished runs note their exemplars, when the catalogue gives them a label.
         self._exemplars = exemplars if durations.exemplar_label else None
+        if self._exemplars is not None:
+            self._exemplars.watch(self.exemplar_slots)
         #: The event types whose handlers record exemplars (the dispatch loop tells them where).
         self.indexed: tuple[type[EventBase], ...] = (
             (RunFinished,) if self._exemplars is not None else ()
@@ -177,6 +180,10 @@ class ConductorFold:
             return key
         self.overflow[family] = self.overflow.get(family, 0.0) + 1.0
         return overflow_key
+
+    def exemplar_slots(self) -> list[dict[int, Exemplar]]:
+        """The exemplar slots of every run-duration series (``ExemplarRecorder.watch``)."""
+        return [series.exemplars for series in self.run_durations.series.values()]
 
     # -- resets and reading --------------------------------------------------------
 

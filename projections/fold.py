@@ -216,7 +216,7 @@ class Projection:
         and ``positions`` says where its events are in the log (exemplars need it).
         """
         if events is None:
-            self.fold_events(batch.events, batch.positions_of)
+            self.fold_events(batch.events, batch.locator())
         else:
             self.fold_events(events, positions)
         if batch.corrupt:
@@ -236,6 +236,13 @@ class Projection:
         """
         if not isinstance(events, list):
             events = list(events)
+        self._exemplars.start(positions)
+        try:
+            self._fold_list(events)
+        finally:  # what was folded keeps its exemplars
+            self._exemplars.settle()
+
+    def _fold_list(self, events: list[Event]) -> None:
         spec, run, by_class = self._spec, self._run, self._by_class
         i, n = 0, len(events)
         while i < n:
@@ -251,7 +258,6 @@ class Projection:
                 assert isinstance(reset, MetricsReset)
                 self.reset(reset.prefix)
                 i += 1
-        self._exemplars.settle(positions)
 
     def reset(self, prefix: str = "") -> None:
         """Clear every family named ``prefix...`` but ``tally_*`` (what ``metrics_reset`` does)."""
@@ -272,6 +278,7 @@ class Projection:
         ``conductor_api_requests_total`` for this render only: the server's own
         requests, which are not events.
         """
+        self._exemplars.resolve()
         out: list[AnyFamily] = [
             *self._conductor.families(api_requests),
             *self._loops.families(),
@@ -311,6 +318,7 @@ class Projection:
 
     def export_state(self) -> ProjectionState:
         """Everything folded, as records; ``Projection.from_state`` rebuilds an equal projection."""
+        self._exemplars.resolve()
         conductor = self._conductor.export_state()
         return ProjectionState(
             offset=self.offset,

@@ -67,11 +67,9 @@ def fold_batch(projection: Projection, batch: Batch, until_ts: float | None = No
         projection.fold_batch(batch)
         return
     kept = _until(batch.events, until_ts)
-    events = batch.events
+    events, locate = batch.events, batch.locator()
     projection.fold_batch(
-        batch,
-        [events[i] for i in kept],
-        lambda indices: batch.positions_of([kept[i] for i in indices]),
+        batch, [events[i] for i in kept], lambda indices: locate([kept[i] for i in indices])
     )
 
 

@@ -164,11 +164,13 @@ class GaugeFamily(_ScalarFamily):
         values[labels] = value
 
 
-class Exemplar(msgspec.Struct, frozen=True, array_like=True):
+class Exemplar(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """The latest observation that fell in a bucket: whose it was and where it is in the log.
 
     ``ident`` is the value of the family's ``exemplar_label`` (a ``run_id`` or a
-    ``loop_id``), ``offset`` the event's bus position, ``ts`` its event time.
+    ``loop_id``), ``offset`` the event's bus position, ``ts`` its event time. Not
+    tracked by the garbage collector (it holds no containers): folds make one per
+    observation.
     """
 
     ident: str

@@ -30,7 +30,7 @@ from projections import catalogue as cat
 from projections.clock import EventClock, elapsed
 from projections.config import ProjectionConfig
 from projections.exemplars import ExemplarRecorder
-from projections.metrics.families import OVERFLOW, Family, OverflowCounts
+from projections.metrics.families import OVERFLOW, Exemplar, Family, OverflowCounts
 from projections.metrics.state import FamilyState, family_from_state, family_to_state
 from projections.metrics.summary import SummaryFamily
 from projections.ralph.families import loop_families
@@ -115,6 +115,8 @@ class LoopFold:
         self._bounds = config.iteration_buckets
         #: Where iterations note their exemplars, when the catalogue gives the family a label.
         self._exemplars = exemplars if specs[_SKETCHED].exemplar else None
+        if self._exemplars is not None:
+            self._exemplars.watch(self.exemplar_slots)
         #: The event types whose handlers record exemplars (the dispatch loop tells them where).
         self.indexed: tuple[type[EventBase], ...] = (
             (IterationCompleted,) if self._exemplars is not None else ()
@@ -212,6 +214,10 @@ class LoopFold:
         if self._unsettled >= _SETTLE_EVERY:
             self.clock.now = now
             self.settle()
+
+    def exemplar_slots(self) -> list[dict[int, Exemplar]]:
+        """Every loop's iteration-duration exemplar slots (``ExemplarRecorder.watch``)."""
+        return [s.duration_exemplars for s in self.loops.values()]
 
     def settle(self) -> None:
         """Fold the iterations waiting in each loop's list into its state (see the class)."""
