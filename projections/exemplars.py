@@ -45,12 +45,14 @@ class ExemplarRecorder:
     read from a log have no exemplars.
     """
 
-    __slots__ = ("_base", "_locators", "_sources", "cursor")
+    __slots__ = ("_locators", "_sources", "base", "cursor")
 
     def __init__(self) -> None:
         self.cursor: list[int] = [0]
-        #: ``-1 - (list << _SHIFT)`` for the list being folded; None: it has no positions.
-        self._base: int | None = None
+        #: ``-1 - (list << _SHIFT)`` for the list being folded, None if it has no positions:
+        #: the offset of a waiting exemplar is ``base - index`` (a fold that writes its
+        #: exemplars later keeps that code, and writes them before ``resolve`` reads).
+        self.base: int | None = None
         #: The locators of the lists folded since the last ``resolve``, in order.
         self._locators: list[PositionsOf] = []
         self._sources: list[Slots] = []
@@ -62,22 +64,22 @@ class ExemplarRecorder:
     def start(self, positions: PositionsOf | None) -> None:
         """A list of events is about to be folded; ``positions`` says where they are."""
         if positions is None:
-            self._base = None
+            self.base = None
         else:
-            self._base = -1 - (len(self._locators) << _SHIFT)
+            self.base = -1 - (len(self._locators) << _SHIFT)
             self._locators.append(positions)
 
     def record(
         self, slots: dict[int, Exemplar], bucket: int, ident: str, value: float, ts: float
     ) -> None:
         """The current event is the latest observation in ``slots[bucket]``."""
-        base = self._base
+        base = self.base
         if base is not None:
             slots[bucket] = Exemplar(ident, value, ts, base - self.cursor[0])
 
     def settle(self) -> None:
         """The list is folded; positions are worked out now if too many lists wait."""
-        self._base = None
+        self.base = None
         if len(self._locators) >= MAX_PINNED:
             self.resolve()
 

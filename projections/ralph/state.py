@@ -84,7 +84,7 @@ class LoopState:
     held by exactly one loop family (``HOLDS``).
     """
 
-    __slots__ = (*LoopStateRecord.__struct_fields__, "iterations")
+    __slots__ = (*LoopStateRecord.__struct_fields__, "codes", "iterations")
 
     def __init__(self, duration_buckets: int, session_buckets: int, reboot_buckets: int) -> None:
         self.seen = 0
@@ -114,8 +114,10 @@ class LoopState:
         self.rss_bytes = 0
         self.cpu_percent = 0.0
         self.duration_exemplars: dict[int, Exemplar] = {}
-        #: ``iteration_completed`` events not folded in yet (``LoopFold.settle``).
+        #: ``iteration_completed`` events not folded in yet (``LoopFold.settle``), and
+        #: where each is in the log (``ExemplarRecorder.base``; empty without exemplars).
         self.iterations: list[Any] = []
+        self.codes: list[int | None] = []
 
     def clear(self, suffix: str) -> None:
         """Forget what fed the loop family ``suffix`` (a ``metrics_reset``): its presence
@@ -147,4 +149,5 @@ class LoopState:
             setattr(state, name, getattr(record, name))
         state.scores = deque(record.scores, maxlen=VELOCITY_WINDOW)
         state.iterations = []
+        state.codes = []
         return state
