@@ -170,3 +170,30 @@ def test_unstamped_events_take_the_clock_and_overflow_loops_keep_the_position() 
     }
     loops = exemplars_of(projection, "ralph_loop_iteration_duration_seconds")
     assert loops["__overflow__ 0.5"]["labels"] == {"loop_id": "__overflow__", "offset": "40"}
+
+
+def test_a_replay_with_exemplars_is_valid_openmetrics(data_dir: Path) -> None:
+    """The reference parser reads every exemplar of a mixed log back, as the JSON has them."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    def key(name: str, labels: dict[str, str]) -> tuple[str, float, tuple[tuple[str, str], ...]]:
+        rest = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+        return name.removesuffix("_bucket"), float(labels["le"]), rest
+
+    write(data_dir, list(mixed_events(3000, seed=2)))
+    projection = replay(data_dir, config=ProjectionConfig())
+    parsed = {
+        key(s.name, s.labels): (s.exemplar.labels, s.exemplar.value)
+        for f in text_string_to_metric_families(rendered(projection, "openmetrics").decode())
+        for s in f.samples
+        if s.exemplar is not None
+    }
+    doc = json.loads(rendered(projection, "json"))
+    held = {
+        key(f["name"], {**s["labels"], "le": le}): (e["labels"], e["value"])
+        for f in doc["families"]
+        for s in f["series"]
+        for le, e in s.get("exemplars", {}).items()
+    }
+    assert len(parsed) > 20
+    assert parsed == held
