@@ -233,6 +233,8 @@ def test_a_jetstream_replay_prints_what_a_file_replay_prints(
     file_dir, nats_dir = tmp_path / "file", tmp_path / "nats"
     url = f"{nats_server.url}/replay"
 
+    stream_at: list[int] = []
+
     async def append_to_both() -> None:
         async with (
             open_bus(None, file_dir, BusConfig(durability="never")) as files,
@@ -240,7 +242,7 @@ def test_a_jetstream_replay_prints_what_a_file_replay_prints(
         ):
             for start in range(0, len(events), 500):
                 await files.append(events[start : start + 500])
-                await stream.append(events[start : start + 500])
+                stream_at.extend(await stream.append(events[start : start + 500]))
 
     anyio.run(append_to_both)
     nats_dir.mkdir()  # the data directory (quarantine, tally.toml) is local on every backend
@@ -253,6 +255,22 @@ def test_a_jetstream_replay_prints_what_a_file_replay_prints(
         from_stream = tally(nats_dir, "replay", "--bus", url, *args).stdout
         assert FOLDED_OFFSET.encode() in from_files
         assert positionless(from_stream, fmt) == positionless(from_files, fmt), args
+    # exemplars point at the stream's own positions
+    by_position = dict(zip(stream_at, events, strict=True))
+    doc = json.loads(tally(nats_dir, "replay", "--bus", url, "--format", "json").stdout)
+    pointed = [
+        e["labels"]
+        for f in doc["families"]
+        for series in f["series"]
+        for e in series.get("exemplars", {}).values()
+    ]
+    assert pointed
+    for labels in pointed:
+        event = by_position[int(labels["offset"])]
+        assert labels.get("run_id", labels.get("loop_id")) in (
+            getattr(event, "run_id", None),
+            getattr(event, "loop_id", None),
+        )
     two = replay_parallel(nats_dir, config=CONFIG, bus_url=url, min_bytes=0)
     one = replay(nats_dir, config=CONFIG, bus_url=url)
     for fmt in FORMATS:
