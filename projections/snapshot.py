@@ -24,7 +24,7 @@ __all__ = [
     "read_snapshot_meta",
 ]
 
-SNAPSHOT_VERSION: Final = 2
+SNAPSHOT_VERSION: Final = 3  # 3: histogram exemplars
 _FORMAT: Final = "tally-snapshot"
 
 
