@@ -26,6 +26,7 @@ from operator import attrgetter
 from typing import Final
 
 from bus.lines import Batch
+from projections.exemplars import PositionsOf
 from projections.fold import Projection
 from projections.replay import DurationError
 
@@ -51,6 +52,11 @@ _TS: Final = attrgetter("ts")
 
 #: ``sample(k, position, projection)``: the state as the clock passes boundary ``k * step_s``.
 Sample = Callable[[int, int, Projection], None]
+
+
+def _from(locate: PositionsOf, start: int) -> PositionsOf:
+    """The positions of a batch's events from index ``start`` on (exemplars need them)."""
+    return lambda indices: locate([start + i for i in indices])
 
 
 def default_step(since_s: float, points: int = 240) -> float:
@@ -114,10 +120,11 @@ class BoundarySampler:
         clocks = list(accumulate(stamps, max, initial=projection.clock.now))[1:]
         boundary, start = self.next_boundary, 0
         i = bisect.bisect_right(clocks, boundary)
+        locate = batch.locator()
         if i < len(events):
             offsets = batch.offsets
             while i < len(events):
-                projection.fold_events(events[start:i])
+                projection.fold_events(events[start:i], _from(locate, start))
                 start = i
                 projection.offset = offsets[i]
                 while clocks[i] > boundary:
@@ -125,22 +132,25 @@ class BoundarySampler:
                     self.next_k += 1
                     boundary = self.next_boundary
                 i = bisect.bisect_right(clocks, boundary, lo=i)
-        projection.fold_batch(batch, events[start:] if start else None)
+        if start:
+            projection.fold_batch(batch, events[start:], _from(locate, start))
+        else:
+            projection.fold_batch(batch)
 
     def _add_slowly(self, batch: Batch) -> None:
         """``add`` event by event, passing over those without a finite ``ts``."""
         projection, boundary = self.projection, self.next_boundary
-        events = batch.events
+        events, locate = batch.events, batch.locator()
         start = 0
         for i, (offset, ev) in enumerate(batch):
             ts = ev.ts
             if ts is None or not ts > boundary or not math.isfinite(ts):
                 continue
-            projection.fold_events(events[start:i])
+            projection.fold_events(events[start:i], _from(locate, start))
             start = i
             projection.offset = offset
             while ts > boundary:
                 self._sample(self.next_k, offset, projection)
                 self.next_k += 1
                 boundary = self.next_boundary
-        projection.fold_batch(batch, events[start:])
+        projection.fold_batch(batch, events[start:], _from(locate, start))

@@ -12,6 +12,7 @@ import pytest
 from bus.events import Event, LoopStarted, MetricUpdate
 from bus.lines import Batch
 from projections.config import ProjectionConfig
+from projections.exposition.openmetrics import render_openmetrics
 from projections.fold import Projection
 from projections.history import BoundarySampler, boundary_span, default_step
 from projections.metrics.summary import AnyFamily
@@ -145,3 +146,21 @@ def test_boundary_span(from_s: float, to_s: float, step_s: float, ks: list[int])
 )
 def test_default_step_gives_at_most_240_points(since_s: float, step_s: float) -> None:
     assert default_step(since_s) == step_s
+
+
+@pytest.mark.parametrize("size", [1, 37, 5000])
+def test_a_sampled_projection_ends_equal_to_a_plain_fold_exemplars_included(size: int) -> None:
+    events = _log(3000)
+    sampler = BoundarySampler(
+        Projection(ProjectionConfig()),
+        step_s=2.0,
+        first_k=math.ceil(events[0].ts / 2.0),  # type: ignore[operator]
+        sample=lambda *_: None,
+    )
+    plain = Projection(ProjectionConfig())
+    for batch in _batches(events, size):
+        sampler.add(batch)
+        plain.fold_batch(batch)
+    got = render_openmetrics(sampler.projection.families())
+    assert b"# {run_id=" in got  # exemplars point at their events
+    assert got == render_openmetrics(plain.families())
