@@ -54,7 +54,8 @@ export class LineChart {
     this.svg.addEventListener("mouseleave", () => this.setCursor(null));
     this.svg.addEventListener("blur", () => { this.tip.hidden = true; });
     this.svg.addEventListener("click", (e) => {
-      const k = this.nearest(e);
+      const hit = e.target.dataset ? e.target.dataset.k : undefined; // a dot itself: that one
+      const k = hit !== undefined ? Number(hit) : this.nearest(e);
       if (k !== null) this.onPick(k);
     });
   }

@@ -112,3 +112,12 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
         time.sleep(0.05)
+
+
+def click_point(browser: Any, chart: str, k: int) -> None:
+    """Click point ``k`` of chart ``chart`` itself, even where a neighbour drawn over it
+    would take a mouse click at its centre (live points can lie a fraction of a second apart)."""
+    point = browser.find_element("css selector", f'#{chart} circle[data-k="{k}"]')
+    browser.execute_script(
+        "arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", point
+    )

@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import chromium_session, console_errors, own_tab, wait_for
+from tests.support.browser import (
+    chromium_session,
+    click_point,
+    console_errors,
+    own_tab,
+    wait_for,
+)
 from tests.support.serverproc import TallyServer, tail, tally, tally_server
 
 REPO = Path(__file__).resolve().parents[3]
@@ -249,7 +255,7 @@ def test_a_click_on_a_point_lists_the_events_behind_it(page: Page) -> None:
     browser = page.browser
     points = chart_points(page, "runs-duration")
     k = min(p["k"] for p in points)  # the point whose step holds the seeded runs
-    browser.find_element("css selector", f'#runs-duration circle[data-k="{k}"]').click()
+    click_point(browser, "runs-duration", k)
     params = drill_query(browser)
     listed = browser.execute_script(
         "return [...document.querySelectorAll('#drill-list li[data-position]')]"
@@ -275,7 +281,7 @@ def test_the_project_and_loop_filters_narrow_the_drill_down(page: Page) -> None:
         # The first live point: the seeded message of project ops came after the last step
         # boundary of the history, which ends at the newest event.
         k = min(p["k"] for p in chart_points(page, "bus-appends") if p["t"] >= page.opened_at)
-        browser.find_element("css selector", f'#bus-appends circle[data-k="{k}"]').click()
+        click_point(browser, "bus-appends", k)
         params = drill_query(browser)
         assert params["match"] == "project%3Aops"
         listed = browser.execute_script(
@@ -295,7 +301,7 @@ def test_the_project_and_loop_filters_narrow_the_drill_down(page: Page) -> None:
         )
     loop_points = chart_points(page, "loop-l1-iterations")
     k = min(p["k"] for p in loop_points)
-    browser.find_element("css selector", f'#loop-l1-iterations circle[data-k="{k}"]').click()
+    click_point(browser, "loop-l1-iterations", k)
     params = drill_query(browser)
     assert params["match"] == "loop_id%3Al1"
     types = browser.execute_script(
