@@ -229,9 +229,12 @@ async def compact(
     older_than_s: float | None = None,
     retain_bytes: int | None = None,
     clock: float | None = None,
+    ceiling: int | None = None,
 ) -> Compaction:
     """Cut the log at the highest cut point at or before every limit given, after writing
-    the base there; ``clock`` is the log's newest event time if the caller knows it.
+    the base there; ``clock`` is the log's newest event time if the caller knows it, and
+    no cut goes past ``ceiling`` (the running server's folded position: its own reader
+    must never find the log cut ahead of it).
 
     Without any limit, or when the cut is not past the current base, nothing changes.
     """
@@ -252,7 +255,7 @@ async def compact(
             points.append(await _first_younger(bus, start, clock - older_than_s))
         if not points:
             return Compaction(base)
-        cut = await bus.cut_point(min(max(points), end))
+        cut = await bus.cut_point(min(max(points), end, end if ceiling is None else ceiling))
         if cut <= start:
             if base is not None:  # a crash may have left segments before it: remove them
                 return Compaction(base, await bus.drop_before(base.offset))

@@ -220,6 +220,7 @@ class ProjectionWorker:
         while True:
             await self._checkpointed.wait()
             self._checkpointed = anyio.Event()
+            folded = self.last_checkpoint.offset if self.last_checkpoint is not None else 0
             try:
                 self.last_compaction = await compact(
                     self.data_dir,
@@ -228,6 +229,7 @@ class ProjectionWorker:
                     retain_bytes=self.retain_bytes,
                     older_than_s=self.retain_age_s,
                     clock=self.projection.clock.now,
+                    ceiling=folded,
                 )
             except (TallyError, OSError) as exc:  # busy, a full disk, a bus away: next time
                 log.warning("retention: cannot compact the log now: %s", exc)
