@@ -225,7 +225,7 @@ def _locate(segments: list[Segment], offset: int) -> int | None:
         raise OffsetError(f"offset {offset} is beyond the end of the log (0)")
     index = bisect.bisect_right([seg.base for seg in segments], offset) - 1
     if index < 0:
-        raise OffsetError(f"offset {offset} is before the first segment ({segments[0].base})")
+        raise NotRetained(f"offset {offset}", segments[0].base, None)
     seg = segments[index]
     local = offset - seg.base
     if local == 0:

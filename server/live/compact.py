@@ -46,6 +46,7 @@ __all__ = [
     "compact",
     "list_bases",
     "load_base",
+    "promote",
 ]
 
 log = logging.getLogger("tally.compact")
@@ -218,6 +219,19 @@ async def _state_before(
         projection.fold_batch(batch)
     projection.offset = cut  # everything before the cut is folded
     return projection
+
+
+def promote(data_dir: Path, checkpoint: Path, offset: int) -> Path:
+    """Make the checkpoint at ``offset`` the base (a copy, written atomically); the older
+    bases go. What a server on a JetStream stream with limits does: the stream deletes."""
+    with _locked(data_dir):
+        path = base_dir(data_dir) / f"{offset:020d}{_SUFFIX}"
+        data = checkpoint.read_bytes()
+        write_atomically(path, data, tmp=path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+        for _, old in list_bases(data_dir)[1:]:
+            old.unlink(missing_ok=True)
+    log.info("base snapshot at position %d (the stream's limits delete before it)", offset)
+    return path
 
 
 async def compact(

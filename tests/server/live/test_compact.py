@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bus.config import BusConfig
+from bus.config import BusConfig, JetStreamConfig
 from bus.contract import open_bus
 from bus.events import Event
 from bus.filebus import FileBus
@@ -297,3 +297,32 @@ async def _replay(data_dir: Path, url: str | None) -> Projection:
 
     async with open_bus(url, data_dir, BUS) as bus:
         return await replay_bus(bus, config=CONFIG, data_dir=data_dir)
+
+
+@pytest.mark.anyio
+async def test_on_a_stream_whose_limits_delete_the_server_keeps_a_base(
+    nats_server: NatsServer, data_dir: Path
+) -> None:
+    url = f"{nats_server.url}/limited"
+    config = BusConfig(nats=JetStreamConfig(max_bytes=40_000))
+    events = list(mixed_events(2_000, seed=8))
+    async with open_bus(url, data_dir, config) as bus:
+        worker = ProjectionWorker(data_dir, bus, CONFIG, keep_base=True)
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            with anyio.fail_after(30):
+                await worker.ready.wait()
+                for i in range(0, len(events), 40):
+                    await bus.append(events[i : i + 40])
+                    end = await bus.end()
+                    while worker.projection.offset < end:
+                        await anyio.sleep(0.01)
+                    await worker.checkpoint()
+                while not list_bases(data_dir) or list_bases(data_dir)[0][0] < await bus.first():
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        first = await bus.first()
+        assert first > 1 << 20  # the stream deleted its oldest messages
+        assert list_bases(data_dir)[0][0] >= first
+        live = rendered(worker.projection)
+    assert rendered(await _replay(data_dir, url)) == live
