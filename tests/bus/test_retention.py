@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio.lowlevel
+import msgspec
 import pytest
 
 from bus.config import BusConfig
@@ -141,3 +142,17 @@ async def test_a_reader_that_finds_its_next_segment_removed_says_so(data_dir: Pa
     drop_before(bus, list_segments(bus)[2].base)  # segment 1 goes before it is opened
     with pytest.raises(NotRetained, match="earliest this log can serve is position"):
         list(batches)
+
+
+def test_retain_age_is_a_duration_or_seconds() -> None:
+    def decode(text: str) -> BusConfig:
+        return msgspec.toml.decode(text.encode(), type=BusConfig)
+
+    assert decode('retain_age = "7d"').retain_age_s == 7 * 86400
+    assert decode("retain_age = 90").retain_age_s == 90
+    assert decode("retain_bytes = 1000").retain_bytes == 1000
+    assert BusConfig().retain_age_s is None
+    with pytest.raises(msgspec.ValidationError, match="retain_age: 'soon' is not a positive"):
+        decode('retain_age = "soon"')
+    with pytest.raises(msgspec.ValidationError, match="Expected `int` >= 1"):
+        decode("retain_bytes = 0")

@@ -179,20 +179,24 @@ def test_a_crash_at_any_step_leaves_a_log_that_replays_the_same(
 
 
 def test_a_killed_tally_compact_leaves_a_log_that_replays_the_same(
-    data_dir: Path, log: int
+    data_dir: Path, log: int, tmp_path: Path
 ) -> None:
     before = fold(data_dir)
     segments = list_segments(bus_dir(data_dir))
-    for delay in (0.3, 0.6, 0.9):
+    command = [*TALLY, "compact", "--before", str(segments[-2].base), "--data-dir"]
+    trial = tmp_path / "trial"  # how long a whole run takes here, to kill runs part way
+    shutil.copytree(data_dir, trial)
+    started = time.monotonic()
+    subprocess.run([*command, str(trial)], check=True, capture_output=True)
+    whole = time.monotonic() - started
+    for fraction in (0.5, 0.8, 0.9, 0.97):
         proc = subprocess.Popen(
-            [*TALLY, "compact", "--before", str(segments[-2].base), "--data-dir", str(data_dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [*command, str(data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(delay)
+        time.sleep(whole * fraction)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert fold(data_dir) == before, delay
+        assert fold(data_dir) == before, fraction
     tally(data_dir, "compact", "--before", str(segments[-2].base))
     assert list_segments(bus_dir(data_dir))[0].base == segments[-2].base
     assert fold(data_dir) == before
@@ -326,3 +330,13 @@ async def test_on_a_stream_whose_limits_delete_the_server_keeps_a_base(
         assert list_bases(data_dir)[0][0] >= first
         live = rendered(worker.projection)
     assert rendered(await _replay(data_dir, url)) == live
+
+
+def test_a_bad_retain_age_names_the_table_and_key(data_dir: Path) -> None:
+    (data_dir / "tally.toml").write_text('[bus]\nretain_age = "0d"\n')
+    proc = tally(data_dir, "compact", check=False)
+    assert proc.returncode == 2
+    assert "[bus]" in proc.stderr.decode() and "retain_age" in proc.stderr.decode()
+    (data_dir / "tally.toml").write_text("")
+    proc = tally(data_dir, "compact", check=False)
+    assert proc.returncode == 2 and "give --before POSITION or --older-than" in proc.stderr.decode()
