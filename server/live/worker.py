@@ -13,7 +13,9 @@ checkpoint (a JetStream stream's limits removed them), the worker logs it,
 keeps where the gap was (``skipped_from``, ``skipped_to``) and folds what is left.
 After a compaction the restore starts from the base snapshot when no newer
 checkpoint is usable; with ``retain_bytes`` or ``retain_age_s`` (``[bus]``) the
-worker compacts the log after each checkpoint, in a task of its own; with
+worker compacts the log after each checkpoint, in a task of its own (never past
+its own checkpoint; a ``tally compact`` that cuts ahead of a catching-up fold
+makes it restore the new base and fold on from there); with
 ``keep_base`` (a JetStream stream whose own limits delete) it keeps a checkpoint
 past the stream's first message as the base, so replays start where it does.
 """
@@ -29,7 +31,7 @@ import anyio
 import anyio.abc
 
 from bus.contract import Bus
-from bus.errors import BusError, BusUnavailable, TallyError
+from bus.errors import BusError, BusUnavailable, NotRetained, TallyError
 from bus.lines import Batch
 from projections.config import ProjectionConfig
 from projections.fold import Projection
@@ -142,6 +144,12 @@ class ProjectionWorker:
                     RETRY_S,
                 )
                 await anyio.sleep(RETRY_S)
+            except NotRetained as exc:  # `tally compact` cut the log ahead of this fold
+                log.warning("%s; restoring the base snapshot and folding on from there", exc)
+                folded = self.projection.offset
+                await self.restore()
+                if self.projection.offset <= folded:
+                    raise  # no base past the cut: the events are gone, not skippable
 
     async def _fold_bus(self) -> None:
         """Catch up (unless ready), then follow; from the folded position, so it may run again."""
@@ -171,6 +179,11 @@ class ProjectionWorker:
         folded = self.projection.offset
         if first <= folded:
             return folded
+        if list_bases(self.data_dir):  # a compaction since the restore: its base is ahead
+            await self.restore()
+            folded = self.projection.offset
+            if first <= folded:
+                return folded
         if self.restored_from is not None:
             self.skipped_from, self.skipped_to = folded, first
             log.warning(

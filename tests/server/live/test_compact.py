@@ -340,3 +340,23 @@ def test_a_bad_retain_age_names_the_table_and_key(data_dir: Path) -> None:
     (data_dir / "tally.toml").write_text("")
     proc = tally(data_dir, "compact", check=False)
     assert proc.returncode == 2 and "give --before POSITION or --older-than" in proc.stderr.decode()
+
+
+@pytest.mark.anyio
+async def test_a_fold_that_finds_the_log_cut_ahead_of_it_goes_on_from_the_base(
+    data_dir: Path, log: int
+) -> None:
+    expected = rendered(await _replay(data_dir, None))
+    segments = list_segments(bus_dir(data_dir))
+    async with FileBus(bus_dir(data_dir), data_dir, BUS) as bus:
+        worker = ProjectionWorker(data_dir, bus, CONFIG)
+        await worker.restore()  # nothing to restore yet; then the log is cut before the fold
+        await compact(data_dir, bus, CONFIG, before=segments[5].base)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker._fold_forever)
+            with anyio.fail_after(30):
+                await worker.ready.wait()
+            tg.cancel_scope.cancel()
+    assert worker.restored_from == segments[5].base
+    assert worker.skipped_from is None
+    assert rendered(worker.projection) == expected
