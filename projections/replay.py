@@ -7,10 +7,9 @@ time is event time, never the wall clock.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
 
+from bus.config import duration_seconds
 from bus.errors import TallyError
 from bus.events import Event
 from bus.lines import Batch
@@ -28,9 +27,6 @@ __all__ = [
     "parse_duration",
 ]
 
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w)?")
-
 
 class DurationError(TallyError, ValueError):
     """Raised when a duration like ``30s`` cannot be parsed, or a step is not positive."""
@@ -41,14 +37,13 @@ class DurationError(TallyError, ValueError):
 
 def parse_duration(text: str) -> float:
     """Seconds in ``"250ms"``, ``"30s"``, ``"1m"``, ``"1.5h"``, ``"2d"``, ``"1w"`` or ``"30"``."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise DurationError(
             f"invalid duration {text!r}: expected a number and a unit "
             "(ms, s, m, h, d, w), like 30s, 1.5h or 2d"
         )
-    number, unit = match.groups()
-    return float(number) * _UNITS[unit or "s"]
+    return seconds
 
 
 def _until(events: list[Event], until_ts: float) -> list[int]:
@@ -116,20 +111,30 @@ class StepFold:
     the clock (max ``ts``) passed it, and the last boundary is the first one at or
     after the final event. An event whose ``ts`` lies behind the clock counts in
     the step in which it appears in the log. An empty log gives just ``# EOF``.
+
+    ``start`` is a state to go on from (a compacted log's base): then ``t0`` is its
+    clock, and the first sample set is that state.
     """
 
     def __init__(
-        self, *, config: ProjectionConfig, step_s: float, until_ts: float | None = None
+        self,
+        *,
+        config: ProjectionConfig,
+        step_s: float,
+        until_ts: float | None = None,
+        start: Projection | None = None,
     ) -> None:
         if not (math.isfinite(step_s) and step_s > 0):
             raise DurationError(f"step must be a positive duration, got {step_s!r} s")
         self.step_s = step_s
         self.until_ts = until_ts
         self.history = OpenMetricsHistory()
-        self.projection = Projection(config)
+        self.projection = start if start is not None else Projection(config)
         self.t0: float | None = None
         self.k = 0
         self.boundary = math.inf
+        if start is not None and math.isfinite(start.clock.now):
+            self.t0 = self.boundary = start.clock.now
 
     def add(self, batch: Batch) -> None:
         """Fold the next batch of the log, adding a sample set at each boundary it passes."""

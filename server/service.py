@@ -113,12 +113,16 @@ async def _serve(
     options: ServeOptions, bus: Bus, *, task_status: anyio.abc.TaskStatus[int]
 ) -> None:
     config = options.config
+    on_files = bus.url.startswith("file:")
     worker = ProjectionWorker(
         options.data_dir,
         bus,
         config.projection_config(),
         checkpoint_every_events=config.server.checkpoint_every_events,
         checkpoint_every_s=config.server.checkpoint_every_s,
+        retain_bytes=config.bus.retain_bytes if on_files else None,
+        retain_age_s=config.bus.retain_age_s if on_files else None,
+        keep_base=not on_files and (config.bus.nats.max_bytes > 0 or config.bus.nats.max_age_s > 0),
     )
     hub = SseHub(
         lambda: worker.projection.families(),  # noqa: PLW0108 (restore replaces it)
