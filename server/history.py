@@ -10,7 +10,8 @@ more than ``max_fold_events`` events.
   ``KEYFRAME_POLL_S``, so a catch-up encodes at most one a second); a history fold takes
   them as it goes too, so a second query over the same past starts close to it.
 * A history is folded from the newest keyframe at or before its first boundary (or from
-  the log's first position) up to the live projection's position, sampling at each
+  the base snapshot of a compacted log, its first boundary then the first after the
+  base's clock; or from the log's first position) up to the live projection's position, sampling at each
   boundary (``projections.history.BoundarySampler``, the ``tally replay --step``
   semantics, boundaries at multiples of the step).
 * Runs: the last ``MAX_RUNS`` histories are kept, keyed on ``(match, step)``, with the
@@ -44,6 +45,7 @@ from projections.metrics.summary import AnyFamily
 from projections.replay import DurationError, parse_duration
 from projections.snapshot import decode_snapshot, encode_snapshot
 from server.http.routing import Request, Response, gzip_if_accepted
+from server.live.compact import load_base
 from server.live.sse import series_payload
 from server.live.worker import ProjectionWorker
 
@@ -136,6 +138,8 @@ class _Run:
     columns: dict[SeriesKey, _Column] = field(default_factory=dict)
     #: Whether series were left out for ``MAX_SERIES``.
     series_left_out: bool = False
+    #: Whether ``first_k`` is the first boundary after the base snapshot: none before it exists.
+    at_base: bool = False
     sampler: BoundarySampler = field(init=False)
 
     def sample(self, k: int, position: int, projection: Projection) -> None:
@@ -294,19 +298,26 @@ class HistoryService:
     def _run_for(self, match: tuple[str, ...], step_s: float, first_k: int) -> _Run | None:
         key = (match, step_s)
         run = self.runs.get(key)
-        if run is None or run.first_k > first_k:
+        if run is None or (run.first_k > first_k and not run.at_base):
             return None
         self.runs.move_to_end(key)
         return run
 
     async def _start_run(self, match: tuple[str, ...], step_s: float, first_k: int) -> _Run:
-        config = self.worker.config
+        config, bus = self.worker.config, self.worker.bus
         frame = self.keyframes.at_or_before(first_k * step_s)
-        if frame is None:
-            projection, position = Projection(config), await self.worker.bus.first()
-        else:
+        base = await load_base(self.worker.data_dir, bus, config)
+        at_base = False
+        if frame is not None and (base is None or frame.position >= base.offset):
             projection, _ = decode_snapshot(frame.data, config)
             position = frame.position
+        elif base is not None:  # the log before the base was compacted away: start there
+            projection, position = base.projection, base.offset
+            after = math.floor(base.clock / step_s) + 1
+            if first_k < after:
+                first_k, at_base = after, True
+        else:
+            projection, position = Projection(config), await bus.first()
         log.debug(
             "history of %s every %g s from %g: folding from position %d",
             match or "everything",
@@ -314,7 +325,7 @@ class HistoryService:
             first_k * step_s,
             position,
         )
-        run = _Run(match, step_s, first_k, position)
+        run = _Run(match, step_s, first_k, position, at_base=at_base)
         run.sampler = BoundarySampler(projection, step_s=step_s, first_k=first_k, sample=run.sample)
         self.runs[(match, step_s)] = run
         while len(self.runs) > MAX_RUNS:
@@ -345,7 +356,7 @@ class HistoryService:
 
 def _slice(run: _Run, span: range) -> dict[str, Any]:
     """The run's boundaries from ``span.start`` on, and every series seen there."""
-    i = span.start - run.first_k
+    i = max(0, span.start - run.first_k)  # a run that starts at the base has none before it
     series = []
     for (name, _), column in sorted(run.columns.items()):
         points = column.points[i:]

@@ -26,6 +26,7 @@ from server import history
 from server.app import App
 from server.history import HistoryService, Keyframes
 from server.http.routing import Request, Response
+from server.live.compact import compact
 from server.live.group_commit import GroupCommitter
 from server.live.sse import SseHub, series_payload
 from server.live.worker import ProjectionWorker
@@ -37,9 +38,11 @@ START = 1_700_000_000.0
 
 
 @asynccontextmanager
-async def live_app(data_dir: Path) -> AsyncIterator[tuple[App, Bus]]:
+async def live_app(
+    data_dir: Path, config: BusConfig | None = None
+) -> AsyncIterator[tuple[App, Bus]]:
     """The app over the file bus of ``data_dir``, its worker caught up."""
-    async with open_bus(None, data_dir, BusConfig()) as bus:
+    async with open_bus(None, data_dir, config or BusConfig()) as bus:
         worker = ProjectionWorker(data_dir, bus, ProjectionConfig())
         hub = SseHub(worker.projection.families, lambda: worker.projection.offset)
         committer = GroupCommitter(bus)
@@ -298,3 +301,34 @@ async def test_a_history_holds_a_bounded_number_of_series(
         await caught_up(app, bus)
         doc = await get_json(app, "/api/v1/history?since=10s&step=1s")
     assert len(doc["series"]) == 5 and doc["series_left_out"] is True
+
+
+async def test_after_a_compaction_history_starts_at_the_base_and_agrees_with_the_whole_log(
+    data_dir: Path,
+) -> None:
+    small = BusConfig(segment_bytes=64 * 1024)
+    async with live_app(data_dir, small) as (app, bus):
+        await append_mixed(bus, 6000)
+        await caught_up(app, bus)
+        steps = StepFold(config=ProjectionConfig(), step_s=2.0)
+        recorder = _Recorder()
+        steps.history = recorder  # type: ignore[assignment]
+        async for batch in bus.read(0):
+            steps.add(batch)
+        end = await bus.end()
+        done = await compact(data_dir, bus, ProjectionConfig(), before=end // 2)
+        assert done.base is not None and done.removed and await bus.first() > 0
+        base_clock = done.base.clock
+    async with live_app(data_dir, small) as (app, bus):  # a restart: no keyframe before the base
+        doc = await get_json(app, "/api/v1/history?since=10m&step=2s")
+        assert doc["timestamps"][0] == (math.floor(base_clock / 2.0) + 1) * 2.0
+        for k, t in enumerate(doc["timestamps"]):
+            got = {
+                (s["name"], json.dumps(s["labels"], sort_keys=True)): s["points"][k]
+                for s in doc["series"]
+                if s["points"][k] is not None
+            }
+            assert got == recorder.points[t], t
+        again = await get_json(app, "/api/v1/history?since=10m&step=2s")
+        assert again["folded_events"] == 0  # the run that starts at the base is reused
+        assert again["timestamps"] == doc["timestamps"]
