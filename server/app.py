@@ -30,6 +30,7 @@ from projections.metrics.summary import AnyFamily
 from server.conductor.bridge import ConductorBridge
 from server.history import HistoryService
 from server.http.routing import Handler, Request, Response, Router, gzip_if_accepted
+from server.live.compact import list_bases
 from server.live.group_commit import GroupCommitter
 from server.live.sse import SseHub, Subscriber
 from server.live.worker import ProjectionWorker
@@ -218,6 +219,7 @@ class App:
             "first_position": worker.first_position,
             "skipped_from": worker.skipped_from,
             "skipped_to": worker.skipped_to,
+            "base_position": next(iter(list_bases(worker.data_dir)), (None,))[0],
             "lag_bytes": max(0, end - projection.offset),
             "events_by_type": dict(sorted(projection.events_by_type.items())),
             "corrupt_lines": projection.corrupt_lines,

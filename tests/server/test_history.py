@@ -318,7 +318,7 @@ async def test_after_a_compaction_history_starts_at_the_base_and_agrees_with_the
         end = await bus.end()
         done = await compact(data_dir, bus, ProjectionConfig(), before=end // 2)
         assert done.base is not None and done.removed and await bus.first() > 0
-        base_clock = done.base.clock
+        base_clock, base_position = done.base.clock, done.base.offset
     async with live_app(data_dir, small) as (app, bus):  # a restart: no keyframe before the base
         doc = await get_json(app, "/api/v1/history?since=10m&step=2s")
         assert doc["timestamps"][0] == (math.floor(base_clock / 2.0) + 1) * 2.0
@@ -332,3 +332,5 @@ async def test_after_a_compaction_history_starts_at_the_base_and_agrees_with_the
         again = await get_json(app, "/api/v1/history?since=10m&step=2s")
         assert again["folded_events"] == 0  # the run that starts at the base is reused
         assert again["timestamps"] == doc["timestamps"]
+        status = await get_json(app, "/api/v1/status")
+        assert status["base_position"] == base_position
