@@ -235,7 +235,9 @@ def test_compaction_while_a_writer_appends_loses_nothing(data_dir: Path) -> None
     expected.fold_events(events)
     expected.offset = list_segments(bus_dir(data_dir))[-1].end
     projection = replay(data_dir, config=CONFIG, bus_config=BUS)
-    assert rendered(projection)["json"] == rendered(expected)["json"]
+    got, want = rendered(projection), rendered(expected)
+    # formats without exemplars: the events were folded here without their positions
+    assert got["prometheus"] == want["prometheus"] and got["statsd"] == want["statsd"]
 
 
 @pytest.mark.anyio
