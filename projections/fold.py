@@ -25,6 +25,12 @@ Semantics where DESIGN.md is silent (what a production user expects):
   ``max_series_per_family``; loops beyond the limit are folded into one
   ``__overflow__`` loop, counted once per family each refused event updates.
 * Events with ``ts`` None (external writers) happen at ``clock.now``.
+* Stale series (``metrics.stale``): every labelled series fed by events is stamped
+  with the clock of the event that last changed it (a loop: of its last event).
+  ``series_ttl_s`` leaves those older than the ttl out of ``families()`` and
+  ``rollups()`` (a loop only once it is not running); ``forget_after_s`` frees them
+  at sweeps (``_sweep``). ``conductor_api_requests_total`` (bumped by the dispatch
+  loop, and by the server's own requests) and unlabelled series never go stale.
 """
 
 from __future__ import annotations
