@@ -33,6 +33,7 @@ from projections.metrics.families import CounterFamily, GaugeFamily, HistogramFa
 from projections.metrics.stale import forget_series, hide_series, stale_before
 from projections.metrics.state import CounterState
 from projections.snapshot import decode_snapshot, encode_snapshot
+from server.parallel import replay_parallel
 from server.replay import replay, replay_steps
 from tests.support.families import rendered
 from tests.support.workload import mixed_events
@@ -247,7 +248,7 @@ def test_any_split_and_any_snapshot_gives_the_same_bytes(cuts: list[int], snapsh
     assert everything(p) == one_pass()
 
 
-def test_replay_until_a_time_hides_as_the_live_fold_did_at_that_clock(data_dir: Path) -> None:
+def test_replays_until_a_time_hide_as_the_live_fold_did_at_that_clock(data_dir: Path) -> None:
     events = list(workload())
     with BusWriter(data_dir, BusConfig(durability="never")) as writer:
         writer.append(events)
@@ -257,8 +258,10 @@ def test_replay_until_a_time_hides_as_the_live_fold_did_at_that_clock(data_dir: 
     replayed = replay(data_dir, config=STALE, until_ts=until)
     live.offset = replayed.offset
     assert "tally_stale_series{" in text(live)  # something is hidden at that clock
+    two_cores = replay_parallel(data_dir, config=STALE, until_ts=until, min_bytes=0)
     for fmt in FORMATS:
         assert rendered(replayed, fmt) == rendered(live, fmt), fmt
+        assert rendered(two_cores, fmt) == rendered(live, fmt), fmt
 
 
 def test_replay_steps_hide_a_series_once_the_clock_leaves_it_behind(data_dir: Path) -> None:
