@@ -57,6 +57,7 @@ class ConductorState(msgspec.Struct, kw_only=True):
     #: When each labelled series last changed (event clock); the histogram keeps its own.
     agent_runs_touched: dict[str, float] = {}
     fallbacks_touched: list[tuple[str, str, float]] = []
+    api_requests_touched: list[tuple[str, int, float]] = []
 
 
 class ConductorFold:
@@ -83,6 +84,8 @@ class ConductorFold:
         self.failed = 0
         self.bus_messages = 0
         self.api: dict[str, dict[int, int]] = {}  # never replaced: the dispatch loop holds it
+        #: method -> status -> when the series last changed (also bumped by the loop).
+        self.api_touched: dict[str, dict[int, float]] = {}
         self._api_series = 0
         self.agent_runs: dict[str, int] = {}
         self.fallbacks: dict[tuple[str, str], int] = {}
@@ -153,6 +156,7 @@ class ConductorFold:
         if status not in by_status:
             self._api_series += 1
         by_status[status] = by_status.get(status, 0) + 1
+        self.api_touched.setdefault(method, {})[status] = now
 
     def agent_fallback(self, ev: AgentFallback, now: float) -> None:
         fallbacks = self.fallbacks
@@ -198,6 +202,7 @@ class ConductorFold:
                 self.bus_messages = 0
             case cat.API_REQUESTS:
                 self.api.clear()
+                self.api_touched.clear()
                 self._api_series = 0
             case cat.AGENT_RUNS:
                 self.agent_runs.clear()
@@ -212,12 +217,19 @@ class ConductorFold:
         """The conductor families, refilled; ``api_requests`` ((method, status) -> count) is
         added to ``conductor_api_requests_total`` for this render only."""
         api: dict[tuple[str, ...], float] = {
-            (method, OVERFLOW if method == OVERFLOW and status == 0 else str(status)): float(n)
+            _api_key(method, status): float(n)
             for method, by_status in self.api.items()
             for status, n in by_status.items()
         }
         for key, n in (api_requests or {}).items():
             api[key] = api.get(key, 0.0) + n
+        own = api_requests or {}
+        api_touched: dict[tuple[str, ...], float] = {  # the server's own: never stale
+            key: t
+            for method, by_status in self.api_touched.items()
+            for status, t in by_status.items()
+            if (key := _api_key(method, status)) not in own
+        }
         values: dict[str, dict[tuple[str, ...], float]] = {
             cat.ACTIVE_RUNS: {(): float(len(self.active))},
             cat.QUEUED_RUNS: {(): float(len(self.queued))},
@@ -231,6 +243,7 @@ class ConductorFold:
         touched: dict[str, dict[tuple[str, ...], float]] = {
             cat.AGENT_RUNS: {(agent,): t for agent, t in self.agent_runs_touched.items()},
             cat.AGENT_FALLBACKS: {key: t for key, t in self.fallbacks_touched.items()},
+            cat.API_REQUESTS: api_touched,
         }
         for name, series in values.items():
             family = self._scalars[name]
@@ -242,7 +255,9 @@ class ConductorFold:
     def forget(self, cutoff: float) -> None:
         """Free the labelled series last changed before ``cutoff`` (``forget_after_s``).
 
-        ``conductor_api_requests_total`` is never forgotten (see ``Projection``).
+        ``conductor_api_requests_total`` is only ever hidden: the dispatch loop bumps its
+        series without a handler, so no sweep could run before a bump (and method x
+        status is a handful of series).
         """
         for agent in [a for a, t in self.agent_runs_touched.items() if t < cutoff]:
             del self.agent_runs_touched[agent]
@@ -269,6 +284,9 @@ class ConductorFold:
             run_durations=family_to_state(self.run_durations),
             agent_runs_touched=dict(sorted(self.agent_runs_touched.items())),
             fallbacks_touched=sorted((f, t, at) for (f, t), at in self.fallbacks_touched.items()),
+            api_requests_touched=[
+                (m, s, t) for m, by_status in self.api_touched.items() for s, t in by_status.items()
+            ],
         )
 
     def restore(self, state: ConductorState) -> None:
@@ -281,6 +299,8 @@ class ConductorFold:
         for method, status, n in state.api_requests:
             self.api.setdefault(method, {})[status] = n
         self._api_series = len(state.api_requests)
+        for method, status, t in state.api_requests_touched:
+            self.api_touched.setdefault(method, {})[status] = t
         self.agent_runs = dict(state.agent_runs)
         self.fallbacks = {(f, t): n for f, t, n in state.fallbacks}
         self.agent_runs_touched = dict(state.agent_runs_touched)
@@ -289,3 +309,8 @@ class ConductorFold:
         if not isinstance(durations, HistogramFamily) or durations.name != cat.RUN_DURATION:
             raise ValueError("state: run_durations is not the run duration histogram")
         self.run_durations = durations
+
+
+def _api_key(method: str, status: int) -> tuple[str, str]:
+    """The labels of an ``api[method][status]`` series (the overflow series is (OVERFLOW, 0))."""
+    return method, OVERFLOW if method == OVERFLOW and status == 0 else str(status)

@@ -29,8 +29,9 @@ Semantics where DESIGN.md is silent (what a production user expects):
   with the clock of the event that last changed it (a loop: of its last event).
   ``series_ttl_s`` leaves those older than the ttl out of ``families()`` and
   ``rollups()`` (a loop only once it is not running); ``forget_after_s`` frees them
-  at sweeps (``_sweep``). ``conductor_api_requests_total`` (bumped by the dispatch
-  loop, and by the server's own requests) and unlabelled series never go stale.
+  at sweeps (``_sweep``), run before the first handler past each sweep boundary.
+  ``conductor_api_requests_total``, bumped by the dispatch loop without a handler,
+  is stamped there and hidden but never freed; unlabelled series never go stale.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class ProjectionState(msgspec.Struct, kw_only=True):
     run_durations: FamilyState
     agent_runs_touched: dict[str, float] = {}
     fallbacks_touched: list[tuple[str, str, float]] = []
+    api_requests_touched: list[tuple[str, int, float]] = []
     loops: LoopFoldState
     custom: list[FamilyState]
     otel: OtelState
@@ -206,6 +208,7 @@ class Projection:
             ts_field=EventBase.ts,
             method_field=ApiRequest.method,
             status_field=ApiRequest.status,
+            api_touched=self._conductor.api_touched,
         )
         self._bus_slot = types.index(BusMessage)
         self._run = run if run is not None else fold_run

@@ -94,6 +94,7 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any, Any]] = []
         self.api: dict[str, dict[int, int]] = {"GET": {200: 5}}
+        self.api_touched: dict[str, dict[int, Any]] = {"GET": {200: 0.0}}
         self.types: tuple[type, ...] = (
             ApiRequest,
             BusMessage,
@@ -112,6 +113,7 @@ class Recorder:
             ts_field=EventBase.ts,
             method_field=ApiRequest.method,
             status_field=ApiRequest.status,
+            api_touched=self.api_touched,
         )
 
     def handler(self, name: str) -> Any:
@@ -136,7 +138,17 @@ def test_dispatch_counts_and_the_clock(run: FoldRun) -> None:
     now, stop, counts = run(events, 0, 1.0, r.spec)
     assert (now, stop, counts) == (12.0, 6, (2, 2, 1, 1, 0))
     assert r.api == {"GET": {200: 6}}
+    assert r.api_touched == {"GET": {200: 10.0}}  # stamped with the clock of the bump
     assert r.calls == [("api_miss", new_api, 10.0), ("run", started, 12.0)]
+
+
+def test_a_method_without_stamps_goes_to_the_handler(run: FoldRun) -> None:
+    r = Recorder()
+    r.api_touched.clear()
+    event = ApiRequest(method="GET", status=200, ts=3.0)
+    run([event], 0, 1.0, r.spec)
+    assert r.api == {"GET": {200: 5}}
+    assert r.calls == [("api_miss", event, 3.0)]
 
 
 def test_stops_at_a_reset_counted_with_its_ts_read(run: FoldRun) -> None:
@@ -190,6 +202,7 @@ def test_a_handler_error_propagates(run: FoldRun) -> None:
         ({"handlers": (None,)}, "differ"),
         ({"ts_field": "ts"}, "member descriptor"),
         ({"method_field": MetricUpdate.name}, "no method"),
+        ({"api_touched": []}, "api_touched must be a dict"),
     ],
 )
 def test_the_compiled_loop_refuses_a_spec_it_cannot_read_safely(
