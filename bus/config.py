@@ -5,17 +5,30 @@ Rule: plain frozen values, validated on decode; nothing here opens anything.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Final, Literal
 
 import msgspec
 
 from bus.user_types import EventSchema, EventTypeDecl, event_schema
 
-__all__ = ["DEFAULT_CONFIG", "BusConfig", "Durability", "JetStreamConfig"]
+__all__ = ["DEFAULT_CONFIG", "BusConfig", "Durability", "JetStreamConfig", "duration_seconds"]
 
 Durability = Literal["never", "interval", "always"]
 
 _MIB: Final = 1 << 20
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w)?")
+
+
+def duration_seconds(text: str) -> float | None:
+    """Seconds in ``"250ms"``, ``"30s"``, ``"1m"``, ``"1.5h"``, ``"2d"``, ``"1w"`` or ``"30"``;
+    ``None`` if ``text`` is not a duration."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        return None
+    number, unit = match.groups()
+    return float(number) * _UNITS[unit or "s"]
 
 
 class JetStreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -40,6 +53,13 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     ``msg_id`` is remembered on the file bus (JetStream's own default is also 120 s;
     a stream tally creates gets this window too). ``event_types`` are the declared
     types its readers decode (set from ``[[event_types]]`` in tally.toml).
+
+    Retention of the file bus (``bus.retention``; JetStream keeps its stream's own
+    limits, ``[bus.nats]``): ``retain_bytes`` keeps at least that many bytes of the
+    log, ``retain_age`` (a duration, ``"7d"``, or seconds) the events younger than
+    that in event time, behind the newest event's ``ts``; a running server cuts
+    after each checkpoint. ``archive_dir`` receives the removed segments instead of
+    deleting them.
     """
 
     url: str | None = None
@@ -49,6 +69,25 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     dedup_window_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
     nats: JetStreamConfig = msgspec.field(default_factory=JetStreamConfig)
     event_types: tuple[EventTypeDecl, ...] = ()
+    retain_bytes: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    retain_age: str | Annotated[float, msgspec.Meta(gt=0)] | None = None
+    archive_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.retain_age, str) and not self.retain_age_s:
+            raise ValueError(
+                f"retain_age: {self.retain_age!r} is not a positive duration "
+                "(a number and a unit: ms, s, m, h, d, w; like 7d)"
+            )
+        if self.archive_dir == "":
+            raise ValueError("archive_dir: must not be empty")
+
+    @property
+    def retain_age_s(self) -> float | None:
+        """``retain_age`` in seconds (``None``: no age limit)."""
+        if isinstance(self.retain_age, str):
+            return duration_seconds(self.retain_age)
+        return self.retain_age
 
     @property
     def schema(self) -> EventSchema:

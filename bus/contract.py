@@ -79,11 +79,22 @@ class Bus(Protocol):
         ...
 
     async def identity(self, position: int) -> str:
-        """A digest that stays the same while the log only grows past ``position``.
+        """A digest that stays the same while the log only grows past ``position`` (or is cut
+        before it by ``drop_before``).
 
         A checkpoint taken at ``position`` is trusted only while its identity
         still matches: a replaced, rewritten or re-created log gives another one.
         """
+        ...
+
+    async def cut_point(self, position: int) -> int:
+        """The highest position at or before ``position`` where ``drop_before`` can cut the log
+        (a segment's or a message's start; the first position held if none is)."""
+        ...
+
+    async def drop_before(self, position: int) -> list[str]:
+        """Remove what the log holds wholly before ``position`` (never its newest segment or
+        message) and name what went: retention's cut, taken after a base snapshot is written."""
         ...
 
     async def sync(self) -> None:

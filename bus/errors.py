@@ -12,6 +12,7 @@ checks it against the classes)::
       * BusError (bus.errors)                               exit 1, HTTP 503
         * BusFull (bus.errors)                              exit 1, HTTP 507
         * OffsetError (bus.errors)                          exit 2, HTTP 400
+          * NotRetained (bus.errors)                        exit 2, HTTP 410
         * BusUnavailable (bus.errors)                       exit 1, HTTP 503
       * CorruptLine (bus.errors)                            exit 1, HTTP 500
       * EventError (bus.errors)                             exit 2, HTTP 400
@@ -30,6 +31,9 @@ checks it against the classes)::
       * ReportError (server.loop.junit)                     exit 2, HTTP 500
       * SpoolBusy (server.loop.spool)                       exit 1, HTTP 500
       * OtlpDecodeError (server.otlp.decode)                exit 2, HTTP 400
+      * LogQueryError (server.log_query)                    exit 2, HTTP 400
+      * BaseMismatch (server.live.compact)                  exit 2, HTTP 500
+      * CompactBusy (server.live.compact)                   exit 1, HTTP 409
 
 An HTTP status of 500 on an error that is bad input on the command line (a bad
 ``tally.toml``) says that, seen from an HTTP client, it is the server's fault.
@@ -47,6 +51,7 @@ __all__ = [
     "CorruptLine",
     "EventError",
     "InvalidEvents",
+    "NotRetained",
     "OffsetError",
     "TallyError",
 ]
@@ -82,6 +87,24 @@ class OffsetError(BusError):
 
     exit_code = 2
     http_status = 400
+
+
+class NotRetained(OffsetError):
+    """Raised when a position or time lies before the base: ``first``, ``first_ts`` (or None)."""
+
+    http_status = 410
+
+    def __init__(self, what: str, first: int, first_ts: float | None) -> None:
+        when = "" if first_ts is None else f" (event time {first_ts:.3f})"
+        super().__init__(
+            f"{what} is no longer held: retention removed the events before it; "
+            f"the earliest this log can serve is position {first}{when}"
+        )
+        self.first = first
+        self.first_ts = first_ts
+
+    def as_dict(self) -> dict[str, object]:
+        return {"error": str(self), "first": self.first, "first_ts": self.first_ts}
 
 
 class BusUnavailable(BusError):

@@ -32,6 +32,7 @@ from bus.events import Event
 from bus.follower import follow
 from bus.lines import Batch, ReadStats
 from bus.reader import BusReader
+from bus.retention import HEAD_BYTES, TAIL_BYTES, cut_point, drop_before, held_bytes
 from bus.segments import list_segments
 from bus.writer import BusWriter
 
@@ -39,37 +40,18 @@ __all__ = ["FileBus", "file_identity"]
 
 #: A read yields to the event loop between batches once this much time went by.
 YIELD_EVERY_S: Final = 0.005
-_HEAD_BYTES: Final = 4096
-_TAIL_BYTES: Final = 256
-
-
-def _read_at(bus: Path, offset: int, length: int) -> bytes:
-    """``length`` bytes of the log ending at global ``offset`` (fewer at the start)."""
-    start = max(0, offset - length)
-    out = bytearray()
-    for seg in list_segments(bus):
-        size = seg.size
-        lo, hi = max(start, seg.base), min(offset, seg.base + size)
-        if lo >= hi:
-            continue
-        try:
-            with seg.path.open("rb") as fh:
-                fh.seek(lo - seg.base)
-                out += fh.read(hi - lo)
-        except FileNotFoundError:
-            continue
-    return bytes(out)
 
 
 def file_identity(bus: Path, offset: int) -> str:
     """A digest of the log's first bytes and of the bytes just before ``offset``.
 
-    Two logs agree on it when one is the other grown by appends; a replaced,
-    rewritten or truncated log (or one shorter than ``offset``) does not.
+    Two logs agree on it when one is the other grown by appends, or cut by
+    retention (``bus.retention`` keeps the bytes it reads in ``bus/CUT``); a
+    replaced, rewritten or truncated log (or one shorter than ``offset``) does not.
     """
     digest = hashlib.sha256()
-    digest.update(_read_at(bus, min(offset, _HEAD_BYTES), _HEAD_BYTES))
-    tail = _read_at(bus, offset, _TAIL_BYTES)
+    digest.update(held_bytes(bus, 0, min(offset, HEAD_BYTES)))
+    tail = held_bytes(bus, max(0, offset - TAIL_BYTES), offset)
     digest.update(len(tail).to_bytes(8, "big"))
     digest.update(tail)
     return f"{offset}:{digest.hexdigest()[:32]}"
@@ -179,6 +161,24 @@ class FileBus:
     async def identity(self, position: int) -> str:
         """``file_identity`` of the log at ``position``."""
         return file_identity(self.bus, position)
+
+    # -- retention -------------------------------------------------------------
+
+    async def cut_point(self, position: int) -> int:
+        """The highest segment base at or before ``position``: where ``drop_before`` can cut."""
+        return cut_point([seg.base for seg in list_segments(self.bus)], position)
+
+    async def drop_before(self, position: int) -> list[str]:
+        """Remove the segments wholly before ``position`` (never the last); their names.
+
+        With ``[bus] archive_dir`` they are moved there instead.
+        """
+        self._check_open()
+        archive = Path(self.config.archive_dir) if self.config.archive_dir else None
+        removed = await anyio.to_thread.run_sync(
+            lambda: drop_before(self.bus, position, archive=archive)
+        )
+        return [seg.path.name for seg in removed]
 
     # -- lifetime --------------------------------------------------------------
 

@@ -532,6 +532,32 @@ class JetStreamBus:
         stamp_ = created.isoformat() if isinstance(created, datetime) else str(created)
         return f"nats:{self.stream}:{stamp_}"
 
+    # -- retention -------------------------------------------------------------
+
+    async def cut_point(self, position: int) -> int:
+        """The start of the message holding ``position``: where ``drop_before`` can cut."""
+        info = await self._info()
+        seq = max(position >> LINE_BITS, info.state.first_seq)
+        return min(seq, max(info.state.last_seq, 1)) << LINE_BITS
+
+    async def drop_before(self, position: int) -> list[str]:
+        """Purge the messages wholly before ``position`` (never the last); what went.
+
+        The stream's own limits (``max_bytes``, ``max_age``) delete on their own;
+        this is ``tally compact``'s cut.
+        """
+        info = await self._info()
+        first = info.state.first_seq
+        seq = min(position >> LINE_BITS, info.state.last_seq)
+        if info.state.messages == 0 or seq <= first:
+            return []
+        js = await self._context()
+        try:
+            await js.purge_stream(self.stream, seq=seq)
+        except nats.errors.Error as exc:
+            raise BusUnavailable(self.url, str(exc) or type(exc).__name__) from None
+        return [f"messages {first} to {seq - 1} of the stream {self.stream}"]
+
     # -- lifetime --------------------------------------------------------------
 
     async def sync(self) -> None:

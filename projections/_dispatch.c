@@ -15,7 +15,7 @@
 #include <structmember.h>
 
 #define MAX_TYPES 128
-#define SPEC_FIELDS 11
+#define SPEC_FIELDS 13
 #define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
 static PyObject *one;      /* 1 */
@@ -112,7 +112,9 @@ static PyObject *fold_run(PyObject *module, PyObject *const *args, Py_ssize_t na
     PyObject *types = PyTuple_GET_ITEM(spec, 0), *handlers = PyTuple_GET_ITEM(spec, 1);
     PyObject *api = PyTuple_GET_ITEM(spec, 2), *api_miss = PyTuple_GET_ITEM(spec, 3);
     PyObject *api_type = PyTuple_GET_ITEM(spec, 4), *bus_type = PyTuple_GET_ITEM(spec, 5);
-    PyObject *stop_type = PyTuple_GET_ITEM(spec, 6), *api_touched = PyTuple_GET_ITEM(spec, 10);
+    PyObject *stop_type = PyTuple_GET_ITEM(spec, 6);
+    PyObject *indexed = PyTuple_GET_ITEM(spec, 10), *cursor = PyTuple_GET_ITEM(spec, 11);
+    PyObject *api_touched = PyTuple_GET_ITEM(spec, 12);
     if (!PyDict_CheckExact(api_touched)) {
         PyErr_SetString(PyExc_TypeError, "fold_run: spec.api_touched must be a dict");
         return NULL;
@@ -121,6 +123,10 @@ static PyObject *fold_run(PyObject *module, PyObject *const *args, Py_ssize_t na
         PyTuple_GET_SIZE(types) != PyTuple_GET_SIZE(handlers) ||
         PyTuple_GET_SIZE(types) > MAX_TYPES) {
         PyErr_SetString(PyExc_TypeError, "fold_run: spec.types and spec.handlers differ");
+        return NULL;
+    }
+    if (!PyTuple_Check(indexed) || !PyList_CheckExact(cursor) || PyList_GET_SIZE(cursor) != 1) {
+        PyErr_SetString(PyExc_TypeError, "fold_run: spec.indexed must be a tuple, spec.cursor [int]");
         return NULL;
     }
     PyTypeObject *event_base, *method_owner, *status_owner;
@@ -134,6 +140,7 @@ static PyObject *fold_run(PyObject *module, PyObject *const *args, Py_ssize_t na
     Py_ssize_t ntypes = PyTuple_GET_SIZE(types);
     PyTypeObject *classes[MAX_TYPES];
     Py_ssize_t counts[MAX_TYPES];
+    char wants_index[MAX_TYPES]; /* is its handler told the event's index (spec.cursor)? */
     for (Py_ssize_t k = 0; k < ntypes; k++) {
         PyObject *cls = PyTuple_GET_ITEM(types, k);
         if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, event_base)) {
@@ -147,6 +154,12 @@ static PyObject *fold_run(PyObject *module, PyObject *const *args, Py_ssize_t na
         }
         classes[k] = (PyTypeObject *)cls;
         counts[k] = 0;
+        wants_index[k] = 0;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(indexed); j++) {
+            if (PyTuple_GET_ITEM(indexed, j) == cls) {
+                wants_index[k] = 1;
+            }
+        }
     }
 
     Py_INCREF(now);
@@ -191,6 +204,14 @@ static PyObject *fold_run(PyObject *module, PyObject *const *args, Py_ssize_t na
         } else {
             PyObject *handler = PyTuple_GET_ITEM(handlers, k);
             if (handler != Py_None) {
+                if (wants_index[k]) {
+                    /* steals the new int, drops the old one; checks the list still has a slot */
+                    PyObject *index = PyLong_FromSsize_t(i);
+                    if (index == NULL || PyList_SetItem(cursor, 0, index) < 0) {
+                        Py_DECREF(event);
+                        goto error;
+                    }
+                }
                 rc = call(handler, event, now);
             }
         }

@@ -22,9 +22,11 @@ from bus.events import AgentFallback, ApiRequest, EventBase, RunFinished, RunQue
 from projections import catalogue as cat
 from projections.clock import EventClock, elapsed
 from projections.config import ProjectionConfig
+from projections.exemplars import ExemplarRecorder
 from projections.metrics.families import (
     OVERFLOW,
     CounterFamily,
+    Exemplar,
     Family,
     GaugeFamily,
     HistogramFamily,
@@ -73,6 +75,7 @@ class ConductorFold:
         specs: Mapping[str, cat.FamilySpec],
         clock: EventClock,
         overflow: OverflowCounts,
+        exemplars: ExemplarRecorder | None = None,
     ) -> None:
         self.clock = clock
         self.overflow = overflow
@@ -97,6 +100,14 @@ class ConductorFold:
         )
         assert isinstance(durations, HistogramFamily)
         self.run_durations = durations
+        #: Where finished runs note their exemplars, when the catalogue gives them a label.
+        self._exemplars = exemplars if durations.exemplar_label else None
+        if self._exemplars is not None:
+            self._exemplars.watch(self.exemplar_slots)
+        #: The event types whose handlers record exemplars (the dispatch loop tells them where).
+        self.indexed: tuple[type[EventBase], ...] = (
+            (RunFinished,) if self._exemplars is not None else ()
+        )
         #: The scalar families, refilled by ``families`` (the histogram is folded into).
         self._scalars: dict[str, Family] = {
             name: cat.build_family(spec, max_series=max_series, overflow=overflow)
@@ -144,7 +155,13 @@ class ConductorFold:
             duration = elapsed(start, ev.ts, now)
             if duration is None:
                 return
-        self.run_durations.observe((ev.agent or "unknown", status), duration, now=now)
+        series, bucket = self.run_durations.observe(
+            (ev.agent or "unknown", status), duration, now=now
+        )
+        exemplars = self._exemplars
+        if exemplars is not None:
+            ts = ev.ts
+            exemplars.record(series.exemplars, bucket, run_id, duration, now if ts is None else ts)
 
     def api_request(self, ev: ApiRequest, now: float) -> None:
         """A (method, status) series not counted yet (the dispatch loop bumps the known ones)."""
@@ -178,6 +195,10 @@ class ConductorFold:
             return key
         self.overflow[family] = self.overflow.get(family, 0.0) + 1.0
         return overflow_key
+
+    def exemplar_slots(self) -> list[dict[int, Exemplar]]:
+        """The exemplar slots of every run-duration series (``ExemplarRecorder.watch``)."""
+        return [series.exemplars for series in self.run_durations.series.values()]
 
     # -- resets and reading --------------------------------------------------------
 
@@ -308,6 +329,8 @@ class ConductorFold:
         durations = family_from_state(state.run_durations, clock=self.clock, overflow=self.overflow)
         if not isinstance(durations, HistogramFamily) or durations.name != cat.RUN_DURATION:
             raise ValueError("state: run_durations is not the run duration histogram")
+        if durations.exemplar_label != self.run_durations.exemplar_label:
+            raise ValueError("state: run_durations has another exemplar label")
         self.run_durations = durations
 
 

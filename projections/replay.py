@@ -7,14 +7,14 @@ time is event time, never the wall clock.
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Iterable
-from typing import Final
+from collections.abc import Callable, Iterable, Sequence
 
+from bus.config import duration_seconds
 from bus.errors import TallyError
 from bus.events import Event
 from bus.lines import Batch
 from projections.config import ProjectionConfig
+from projections.exemplars import PositionsOf
 from projections.exposition.openmetrics import OpenMetricsHistory
 from projections.fold import Projection
 
@@ -27,9 +27,6 @@ __all__ = [
     "parse_duration",
 ]
 
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w)?")
-
 
 class DurationError(TallyError, ValueError):
     """Raised when a duration like ``30s`` cannot be parsed, or a step is not positive."""
@@ -40,27 +37,35 @@ class DurationError(TallyError, ValueError):
 
 def parse_duration(text: str) -> float:
     """Seconds in ``"250ms"``, ``"30s"``, ``"1m"``, ``"1.5h"``, ``"2d"``, ``"1w"`` or ``"30"``."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise DurationError(
             f"invalid duration {text!r}: expected a number and a unit "
             "(ms, s, m, h, d, w), like 30s, 1.5h or 2d"
         )
-    number, unit = match.groups()
-    return float(number) * _UNITS[unit or "s"]
+    return seconds
 
 
-def _until(events: list[Event], until_ts: float) -> list[Event]:
-    """Events with ``ts <= until_ts``; an unstamped event (``ts`` None) is kept."""
-    return [ev for ev in events if ev.ts is None or ev.ts <= until_ts]
+def _until(events: list[Event], until_ts: float) -> list[int]:
+    """Indices of the events with ``ts <= until_ts``; an unstamped event (``ts`` None) is kept."""
+    return [i for i, ev in enumerate(events) if ev.ts is None or ev.ts <= until_ts]
+
+
+def listed(positions: Sequence[int]) -> PositionsOf:
+    """``PositionsOf`` for events whose positions are all known already."""
+    return lambda indices: [positions[i] for i in indices]
 
 
 def fold_batch(projection: Projection, batch: Batch, until_ts: float | None = None) -> None:
     """Fold one batch into ``projection``; with ``until_ts``, its events with ``ts <= until_ts``."""
     if until_ts is None:
         projection.fold_batch(batch)
-    else:
-        projection.fold_batch(batch, _until(batch.events, until_ts))
+        return
+    kept = _until(batch.events, until_ts)
+    events, locate = batch.events, batch.locator()
+    projection.fold_batch(
+        batch, [events[i] for i in kept], lambda indices: locate([kept[i] for i in indices])
+    )
 
 
 def fold_batches(
@@ -106,20 +111,30 @@ class StepFold:
     the clock (max ``ts``) passed it, and the last boundary is the first one at or
     after the final event. An event whose ``ts`` lies behind the clock counts in
     the step in which it appears in the log. An empty log gives just ``# EOF``.
+
+    ``start`` is a state to go on from (a compacted log's base): then ``t0`` is its
+    clock, and the first sample set is that state.
     """
 
     def __init__(
-        self, *, config: ProjectionConfig, step_s: float, until_ts: float | None = None
+        self,
+        *,
+        config: ProjectionConfig,
+        step_s: float,
+        until_ts: float | None = None,
+        start: Projection | None = None,
     ) -> None:
         if not (math.isfinite(step_s) and step_s > 0):
             raise DurationError(f"step must be a positive duration, got {step_s!r} s")
         self.step_s = step_s
         self.until_ts = until_ts
         self.history = OpenMetricsHistory()
-        self.projection = Projection(config)
+        self.projection = start if start is not None else Projection(config)
         self.t0: float | None = None
         self.k = 0
         self.boundary = math.inf
+        if start is not None and math.isfinite(start.clock.now):
+            self.t0 = self.boundary = start.clock.now
 
     def add(self, batch: Batch) -> None:
         """Fold the next batch of the log, adding a sample set at each boundary it passes."""
@@ -137,7 +152,9 @@ class StepFold:
                 continue
             if ts <= self.boundary:
                 continue
-            projection.fold_events([e for _, e in pairs[start:i]])
+            projection.fold_events(
+                [e for _, e in pairs[start:i]], listed([o for o, _ in pairs[start:i]])
+            )
             start = i
             projection.offset = offset
             families = projection.families()
@@ -145,7 +162,9 @@ class StepFold:
                 history.add(self.boundary, families)
                 self.k += 1
                 self.boundary = self.t0 + self.k * self.step_s
-        projection.fold_batch(batch, [e for _, e in pairs[start:]])
+        projection.fold_batch(
+            batch, [e for _, e in pairs[start:]], listed([o for o, _ in pairs[start:]])
+        )
 
     def render(self) -> bytes:
         """The history so far, ending with the sample set at the last boundary, and ``# EOF``."""

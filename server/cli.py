@@ -196,7 +196,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         async with bus:
-            position = args.from_offset
+            position = args.from_offset if args.from_offset is not None else await bus.first()
             try:
                 async for batch in bus.read(position):
                     out.write(_tail_lines(batch))
@@ -322,6 +322,59 @@ def cmd_replay(args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(
         render(projection.families(), args.format or "prometheus", loops=projection.loops())
     )
+    return 0
+
+
+# -- compact ----------------------------------------------------------------
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    import anyio
+
+    from server.live.compact import compact
+
+    data_dir = _log_dir(args)
+    config = _config(args)
+    older_than = None
+    if args.older_than is not None:
+        from projections.replay import DurationError, parse_duration
+
+        try:
+            older_than = parse_duration(args.older_than)
+        except DurationError as exc:
+            raise UsageError(f"--older-than: {exc}") from exc
+    retain_bytes = retain_age = None
+    if args.before is None and older_than is None:
+        retain_bytes, retain_age = config.bus.retain_bytes, config.bus.retain_age_s
+        if retain_bytes is None and retain_age is None:
+            raise UsageError(
+                "give --before POSITION or --older-than DURATION "
+                "(or set [bus] retain_bytes or retain_age in tally.toml)"
+            )
+    bus = _open_bus(args, config)
+
+    async def run() -> None:
+        async with bus:
+            done = await compact(
+                data_dir,
+                bus,
+                config.projection_config(),
+                before=args.before,
+                older_than_s=older_than if older_than is not None else retain_age,
+                retain_bytes=retain_bytes,
+            )
+        for name in done.removed:
+            sys.stdout.write(f"removed {name}\n")
+        base = done.base
+        if base is None:
+            sys.stdout.write("nothing to compact: no cut point past the start of the log\n")
+        else:
+            state = "new base" if done.created else "base (unchanged)"
+            sys.stdout.write(
+                f"{state} at position {base.offset}, event time {base.clock:.3f}: {base.path}\n"
+            )
+
+    anyio.run(run)
     return 0
 
 
@@ -480,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check, parser=check)
 
     tail = sub.add_parser("tail", parents=[common], help="print events as JSONL with offsets")
-    tail.add_argument("--from-offset", type=_offset, default=0, metavar="N")
+    tail.add_argument(
+        "--from-offset", type=_offset, metavar="N", help="default: the first event the log holds"
+    )
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     tail.set_defaults(func=cmd_tail, parser=tail)
 
@@ -507,6 +562,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes to fold with (default 2 on a machine with 2 or more CPUs)",
     )
     replay.set_defaults(func=cmd_replay, parser=replay)
+
+    compact = sub.add_parser(
+        "compact",
+        parents=[common],
+        help="cut the log: a base snapshot at the cut, the segments before it removed",
+        description="Write a base snapshot at the highest cut point (a segment's start; a "
+        "message's on JetStream) at or before the point given, then remove (or move to "
+        "[bus] archive_dir) the log before it. Replays and restarts start from the base. "
+        "Without options, applies [bus] retain_bytes and retain_age.",
+    )
+    point = compact.add_mutually_exclusive_group()
+    point.add_argument(
+        "--before", type=_offset, metavar="POSITION", help="cut at or before this position"
+    )
+    point.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        help="cut before the first event younger than DURATION (7d, 12h) behind the log's "
+        "newest event time",
+    )
+    compact.set_defaults(func=cmd_compact, parser=compact)
 
     srv = sub.add_parser("serve", parents=[common], help="run the HTTP server and live projection")
     srv.add_argument("--host", help="address to bind (default 127.0.0.1)")

@@ -25,6 +25,7 @@ from bus.contract import open_bus
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.partition import LIFECYCLE, TRAFFIC, Part, PartFold, merge
+from server.live.compact import list_bases
 from server.replay import fold_bus, replay
 
 __all__ = ["MIN_PARALLEL_BYTES", "replay_parallel"]
@@ -133,6 +134,7 @@ def replay_parallel(
 
     if (
         held < min_bytes
+        or list_bases(data_dir)  # a compacted log: one pass from its base
         or config.rules  # a rule may read events of both halves: one fold holds its family
         or config.event_types  # the halves decode the built-in types only
         or (os.cpu_count() or 1) < 2

@@ -1,5 +1,10 @@
 """Replays from a bus: fold the log from its start, as of now or the past, on any backend.
 
+After a compaction the start is the base snapshot (``server.live.compact``): the state
+before the cut, folded then; the result is byte for byte the uncompacted log's.
+A point before the base (``until_offset``, or ``until_ts`` before its clock)
+raises ``NotRetained``.
+
 Rule: this module opens buses (``bus.open_bus``) and reads them through the bus
 contract; the folding itself is ``projections.replay``'s, pure. The ``async``
 functions take an open bus; ``replay`` and ``replay_steps`` are the command
@@ -20,6 +25,7 @@ from bus.contract import Bus, open_bus
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.replay import StepFold, fold_batch
+from server.live.compact import check_until, load_base
 
 __all__ = ["fold_bus", "replay", "replay_bus", "replay_steps", "replay_steps_bus"]
 
@@ -33,13 +39,15 @@ async def fold_bus(
     progress: Callable[[int, int], None] | None = None,
     decoder: msgspec.json.Decoder[Any] | None = None,
 ) -> Projection:
-    """Fold the events of ``bus`` from its first one into ``projection`` (see ``replay``)."""
+    """Fold the events of ``bus`` from ``projection``'s offset (a base's; else the first one held)
+    into ``projection`` (see ``replay``)."""
     total = 0
     if progress is not None:
         total = await bus.end()
         if until_offset is not None:
             total = min(total, until_offset)
-    async for batch in bus.read(await bus.first(), until_offset, decoder=decoder):
+    start = max(projection.offset, await bus.first())
+    async for batch in bus.read(start, until_offset, decoder=decoder):
         fold_batch(projection, batch, until_ts)
         if progress is not None:
             progress(min(batch.end, total), total)
@@ -53,10 +61,17 @@ async def replay_bus(
     until_offset: int | None = None,
     until_ts: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    data_dir: Path | None = None,
 ) -> Projection:
-    """Fold ``bus`` from its start into a fresh projection (see ``replay``)."""
+    """Fold ``bus`` from its start (the base snapshot in ``data_dir``, if any) (see ``replay``)."""
+    base = await load_base(data_dir, bus, config) if data_dir is not None else None
+    check_until(base, until_offset, until_ts)
     return await fold_bus(
-        Projection(config), bus, until_offset=until_offset, until_ts=until_ts, progress=progress
+        base.projection if base is not None else Projection(config),
+        bus,
+        until_offset=until_offset,
+        until_ts=until_ts,
+        progress=progress,
     )
 
 
@@ -86,6 +101,7 @@ def replay(
                 until_offset=until_offset,
                 until_ts=until_ts,
                 progress=progress,
+                data_dir=data_dir,
             )
 
     return anyio.run(run)
@@ -98,10 +114,16 @@ async def replay_steps_bus(
     step_s: float,
     until_offset: int | None = None,
     until_ts: float | None = None,
+    data_dir: Path | None = None,
 ) -> bytes:
-    """OpenMetrics with the state as of every ``step_s`` of event time (``StepFold``)."""
-    steps = StepFold(config=config, step_s=step_s, until_ts=until_ts)
-    async for batch in bus.read(await bus.first(), until_offset):
+    """OpenMetrics with the state as of every ``step_s`` of event time (``StepFold``); after a
+    compaction the history starts at the base (in ``data_dir``), its first sample set."""
+    base = await load_base(data_dir, bus, config) if data_dir is not None else None
+    check_until(base, until_offset, until_ts)
+    start = base.projection if base is not None else None
+    steps = StepFold(config=config, step_s=step_s, until_ts=until_ts, start=start)
+    first = await bus.first() if start is None else max(start.offset, await bus.first())
+    async for batch in bus.read(first, until_offset):
         steps.add(batch)
     return steps.render()
 
@@ -122,7 +144,12 @@ def replay_steps(
     async def run() -> bytes:
         async with open_bus(bus_url, data_dir, bus_config) as bus:
             return await replay_steps_bus(
-                bus, config=config, step_s=step_s, until_offset=until_offset, until_ts=until_ts
+                bus,
+                config=config,
+                step_s=step_s,
+                until_offset=until_offset,
+                until_ts=until_ts,
+                data_dir=data_dir,
             )
 
     return anyio.run(run)

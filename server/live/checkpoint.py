@@ -95,13 +95,18 @@ class CheckpointStore:
             old.path.unlink(missing_ok=True)
         return Checkpoint(final, offset, final.stat().st_mtime)
 
-    async def load_latest(self, config: ProjectionConfig) -> Projection | None:
+    async def load_latest(
+        self, config: ProjectionConfig, *, floor: int | None = None
+    ) -> Projection | None:
         """The newest snapshot that is valid, compatible and of this log; ``None`` if none is.
 
         Each one passed over is logged with its reason; the caller then
-        replays from the start.
+        replays from the start (or the base). Those before ``floor`` (a base
+        snapshot's position: the log before it is gone) are not considered.
         """
         for checkpoint in self.list():
+            if floor is not None and checkpoint.offset < floor:
+                continue
             try:
                 projection, meta = decode_snapshot(checkpoint.path.read_bytes(), config)
             except (SnapshotError, OSError) as exc:

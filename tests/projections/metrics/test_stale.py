@@ -280,8 +280,9 @@ def test_replays_until_a_time_hide_as_the_live_fold_did_at_that_clock(data_dir: 
     assert "tally_stale_series{" in text(live)  # something is hidden at that clock
     two_cores = replay_parallel(data_dir, config=STALE, until_ts=until, min_bytes=0)
     for fmt in FORMATS:
+        assert rendered(two_cores, fmt) == rendered(replayed, fmt), fmt
+    for fmt in ("prometheus", "statsd"):  # no exemplars (they need the events' positions)
         assert rendered(replayed, fmt) == rendered(live, fmt), fmt
-        assert rendered(two_cores, fmt) == rendered(live, fmt), fmt
 
 
 def test_replay_steps_hide_a_series_once_the_clock_leaves_it_behind(data_dir: Path) -> None:
