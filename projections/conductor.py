@@ -32,6 +32,7 @@ from projections.metrics.families import (
     HistogramFamily,
     OverflowCounts,
 )
+from projections.metrics.stale import forget_series
 from projections.metrics.state import FamilyState, family_from_state, family_to_state
 
 __all__ = ["ConductorFold", "ConductorState"]
@@ -55,6 +56,10 @@ class ConductorState(msgspec.Struct, kw_only=True):
     agent_runs: dict[str, int]
     fallbacks: list[tuple[str, str, int]]
     run_durations: FamilyState
+    #: When each labelled series last changed (event clock); the histogram keeps its own.
+    agent_runs_touched: dict[str, float] = {}
+    fallbacks_touched: list[tuple[str, str, float]] = []
+    api_requests_touched: list[tuple[str, int, float]] = []
 
 
 class ConductorFold:
@@ -82,9 +87,14 @@ class ConductorFold:
         self.failed = 0
         self.bus_messages = 0
         self.api: dict[str, dict[int, int]] = {}  # never replaced: the dispatch loop holds it
+        #: method -> status -> when the series last changed (also bumped by the loop).
+        self.api_touched: dict[str, dict[int, float]] = {}
         self._api_series = 0
         self.agent_runs: dict[str, int] = {}
         self.fallbacks: dict[tuple[str, str], int] = {}
+        #: When each agent_runs / fallbacks series last changed (event clock).
+        self.agent_runs_touched: dict[str, float] = {}
+        self.fallbacks_touched: dict[tuple[str, str], float] = {}
         durations = cat.build_family(
             specs[cat.RUN_DURATION], max_series=max_series, overflow=overflow
         )
@@ -129,6 +139,7 @@ class ConductorFold:
             agent = self._admit(cat.AGENT_RUNS, runs, agent, OVERFLOW)
             n = runs.get(agent, 0)
         runs[agent] = n + 1
+        self.agent_runs_touched[agent] = now
 
     def run_finished(self, ev: RunFinished, now: float) -> None:
         run_id = ev.run_id
@@ -144,7 +155,9 @@ class ConductorFold:
             duration = elapsed(start, ev.ts, now)
             if duration is None:
                 return
-        series, bucket = self.run_durations.observe((ev.agent or "unknown", status), duration)
+        series, bucket = self.run_durations.observe(
+            (ev.agent or "unknown", status), duration, now=now
+        )
         exemplars = self._exemplars
         if exemplars is not None:
             ts = ev.ts
@@ -160,6 +173,7 @@ class ConductorFold:
         if status not in by_status:
             self._api_series += 1
         by_status[status] = by_status.get(status, 0) + 1
+        self.api_touched.setdefault(method, {})[status] = now
 
     def agent_fallback(self, ev: AgentFallback, now: float) -> None:
         fallbacks = self.fallbacks
@@ -169,6 +183,7 @@ class ConductorFold:
             key = self._admit(cat.AGENT_FALLBACKS, fallbacks, key, (OVERFLOW, OVERFLOW))
             n = fallbacks.get(key, 0)
         fallbacks[key] = n + 1
+        self.fallbacks_touched[key] = now
 
     def add_bus_messages(self, n: int) -> None:
         """``n`` more ``bus_message`` events (counted by the dispatch loop: their whole fold)."""
@@ -208,11 +223,14 @@ class ConductorFold:
                 self.bus_messages = 0
             case cat.API_REQUESTS:
                 self.api.clear()
+                self.api_touched.clear()
                 self._api_series = 0
             case cat.AGENT_RUNS:
                 self.agent_runs.clear()
+                self.agent_runs_touched.clear()
             case cat.AGENT_FALLBACKS:
                 self.fallbacks.clear()
+                self.fallbacks_touched.clear()
             case cat.RUN_DURATION:
                 self.run_durations.clear()
 
@@ -220,12 +238,19 @@ class ConductorFold:
         """The conductor families, refilled; ``api_requests`` ((method, status) -> count) is
         added to ``conductor_api_requests_total`` for this render only."""
         api: dict[tuple[str, ...], float] = {
-            (method, OVERFLOW if method == OVERFLOW and status == 0 else str(status)): float(n)
+            _api_key(method, status): float(n)
             for method, by_status in self.api.items()
             for status, n in by_status.items()
         }
         for key, n in (api_requests or {}).items():
             api[key] = api.get(key, 0.0) + n
+        own = api_requests or {}
+        api_touched: dict[tuple[str, ...], float] = {  # the server's own: never stale
+            key: t
+            for method, by_status in self.api_touched.items()
+            for status, t in by_status.items()
+            if (key := _api_key(method, status)) not in own
+        }
         values: dict[str, dict[tuple[str, ...], float]] = {
             cat.ACTIVE_RUNS: {(): float(len(self.active))},
             cat.QUEUED_RUNS: {(): float(len(self.queued))},
@@ -236,11 +261,32 @@ class ConductorFold:
             cat.AGENT_RUNS: {(agent,): float(n) for agent, n in self.agent_runs.items()},
             cat.AGENT_FALLBACKS: {k: float(n) for k, n in self.fallbacks.items()},
         }
+        touched: dict[str, dict[tuple[str, ...], float]] = {
+            cat.AGENT_RUNS: {(agent,): t for agent, t in self.agent_runs_touched.items()},
+            cat.AGENT_FALLBACKS: {key: t for key, t in self.fallbacks_touched.items()},
+            cat.API_REQUESTS: api_touched,
+        }
         for name, series in values.items():
             family = self._scalars[name]
             assert isinstance(family, CounterFamily | GaugeFamily)
             family.values = series
+            family.touched = touched.get(name, {})
         return [*self._scalars.values(), self.run_durations]
+
+    def forget(self, cutoff: float) -> None:
+        """Free the labelled series last changed before ``cutoff`` (``forget_after_s``).
+
+        ``conductor_api_requests_total`` is only ever hidden: the dispatch loop bumps its
+        series without a handler, so no sweep could run before a bump (and method x
+        status is a handful of series).
+        """
+        for agent in [a for a, t in self.agent_runs_touched.items() if t < cutoff]:
+            del self.agent_runs_touched[agent]
+            del self.agent_runs[agent]
+        for key in [k for k, t in self.fallbacks_touched.items() if t < cutoff]:
+            del self.fallbacks_touched[key]
+            del self.fallbacks[key]
+        forget_series(self.run_durations, cutoff)
 
     # -- state records ---------------------------------------------------------------
 
@@ -257,6 +303,11 @@ class ConductorFold:
             agent_runs=dict(self.agent_runs),
             fallbacks=[(f, t, n) for (f, t), n in self.fallbacks.items()],
             run_durations=family_to_state(self.run_durations),
+            agent_runs_touched=dict(sorted(self.agent_runs_touched.items())),
+            fallbacks_touched=sorted((f, t, at) for (f, t), at in self.fallbacks_touched.items()),
+            api_requests_touched=[
+                (m, s, t) for m, by_status in self.api_touched.items() for s, t in by_status.items()
+            ],
         )
 
     def restore(self, state: ConductorState) -> None:
@@ -269,11 +320,20 @@ class ConductorFold:
         for method, status, n in state.api_requests:
             self.api.setdefault(method, {})[status] = n
         self._api_series = len(state.api_requests)
+        for method, status, t in state.api_requests_touched:
+            self.api_touched.setdefault(method, {})[status] = t
         self.agent_runs = dict(state.agent_runs)
         self.fallbacks = {(f, t): n for f, t, n in state.fallbacks}
+        self.agent_runs_touched = dict(state.agent_runs_touched)
+        self.fallbacks_touched = {(f, t): at for f, t, at in state.fallbacks_touched}
         durations = family_from_state(state.run_durations, clock=self.clock, overflow=self.overflow)
         if not isinstance(durations, HistogramFamily) or durations.name != cat.RUN_DURATION:
             raise ValueError("state: run_durations is not the run duration histogram")
         if durations.exemplar_label != self.run_durations.exemplar_label:
             raise ValueError("state: run_durations has another exemplar label")
         self.run_durations = durations
+
+
+def _api_key(method: str, status: int) -> tuple[str, str]:
+    """The labels of an ``api[method][status]`` series (the overflow series is (OVERFLOW, 0))."""
+    return method, OVERFLOW if method == OVERFLOW and status == 0 else str(status)

@@ -92,6 +92,13 @@ class ProjectionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     summary_window_s: float = 600.0
     #: Number of sub-windows the summary window rotates through.
     summary_age_buckets: int = 5
+    #: A labelled series not updated for this many event-time seconds is not rendered
+    #: (its state is kept: it comes back where it was); 0 = never hidden. Rendering only:
+    #: not part of ``fingerprint``.
+    series_ttl_s: float = 0.0
+    #: A labelled series not updated for this many event-time seconds is freed (it comes
+    #: back from zero: a counter reset); 0 = never. At least ``series_ttl_s`` when both set.
+    forget_after_s: float = 0.0
     #: OTLP data points (set from ``[otlp]`` in tally.toml).
     otlp: OtlpSettings = OtlpSettings()
     #: User rules (set from ``[[rules]]`` in tally.toml): events -> families.
@@ -117,6 +124,15 @@ class ProjectionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise ValueError("summary_window_s: must be a positive number of seconds")
         if self.summary_age_buckets < 1:
             raise ValueError("summary_age_buckets: must be at least 1")
+        for key in ("series_ttl_s", "forget_after_s"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{key}: must be a number of seconds >= 0 (0 = off)")
+        if 0 < self.forget_after_s < self.series_ttl_s:
+            raise ValueError(
+                f"forget_after_s: {self.forget_after_s!r} is less than series_ttl_s "
+                f"{self.series_ttl_s!r} (a series is hidden before it is forgotten)"
+            )
         check_event_types(self.event_types)
         check_rules(self.rules, (*(f"{t}_" for t in _TAKEN), f"{prefix}_"))
         for rule in self.rules:
@@ -129,8 +145,13 @@ class ProjectionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         return event_schema(self.event_types)
 
     def fingerprint(self) -> str:
-        """A short digest of every setting: state folded under another config is not reusable."""
+        """A short digest of every setting that shapes the folded state: state folded under
+        another config is not reusable. ``series_ttl_s`` only hides series at render time,
+        so it is left out (changing it keeps checkpoints)."""
         doc = msgspec.to_builtins(self)
+        del doc["series_ttl_s"]
+        if not self.forget_after_s:  # as before series could be forgotten
+            del doc["forget_after_s"]
         if not self.event_types:  # as before types could be declared: those snapshots still fit
             del doc["event_types"]
         return hashlib.sha256(msgspec.json.encode(doc)).hexdigest()[:16]

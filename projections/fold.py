@@ -25,10 +25,18 @@ Semantics where DESIGN.md is silent (what a production user expects):
   ``max_series_per_family``; loops beyond the limit are folded into one
   ``__overflow__`` loop, counted once per family each refused event updates.
 * Events with ``ts`` None (external writers) happen at ``clock.now``.
+* Stale series (``metrics.stale``): every labelled series fed by events is stamped
+  with the clock of the event that last changed it (a loop: of its last event).
+  ``series_ttl_s`` leaves those older than the ttl out of ``families()`` and
+  ``rollups()`` (a loop only once it is not running); ``forget_after_s`` frees them
+  at sweeps (``_sweep``), run before the first handler past each sweep boundary.
+  ``conductor_api_requests_total``, bumped by the dispatch loop without a handler,
+  is stamped there and hidden but never freed; unlabelled series never go stale.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, Final
 
@@ -53,6 +61,7 @@ from projections.dispatch import FoldRun, FoldSpec, fold_run
 from projections.exemplars import ExemplarRecorder, PositionsOf
 from projections.metric_events import MetricFamilies
 from projections.metrics.families import CounterFamily, Family, GaugeFamily, OverflowCounts
+from projections.metrics.stale import StaleTest, forget_series, hide_series, stale_before
 from projections.metrics.state import FamilyState
 from projections.metrics.summary import AnyFamily
 from projections.otel.fold import OtelFold, OtelState
@@ -102,6 +111,9 @@ class ProjectionState(msgspec.Struct, kw_only=True):
     agent_runs: dict[str, int]
     fallbacks: list[tuple[str, str, int]]
     run_durations: FamilyState
+    agent_runs_touched: dict[str, float] = {}
+    fallbacks_touched: list[tuple[str, str, float]] = []
+    api_requests_touched: list[tuple[str, int, float]] = []
     loops: LoopFoldState
     custom: list[FamilyState]
     otel: OtelState
@@ -139,6 +151,8 @@ class Projection:
         self.unknown_events = 0
         self.unknown_types: dict[str, int] = {}
         self.rejected: dict[str, int] = dict.fromkeys(cat.REJECT_REASONS, 0)
+        #: family name -> series hidden at the last ``families()`` (``series_ttl_s``).
+        self._stale: dict[str, float] = {}
         ticks = tuple(ticks)  # classes that only advance the clock (``partition``)
         classes = config.schema.classes  # the built-ins, then the declared types
         self._tags: dict[type[EventBase], str] = {cls: tag for tag, cls in classes.items()}
@@ -178,6 +192,14 @@ class Projection:
         for cls, rules in self._rules.handlers.items():  # rules read after the catalogue folds
             folded = handlers.get(cls)
             handlers[cls] = rules if folded is None else _both(folded, rules)
+        #: ``forget_after_s``: sweeps run every quarter of it, at boundaries of event time.
+        self._sweep_every = config.forget_after_s / 4
+        self._next_sweep = math.inf
+        if self._sweep_every:
+            self._next_sweep = self._sweep_every
+            handlers = {
+                cls: None if h is None else self._sweeping(h) for cls, h in handlers.items()
+            }
         types = sorted(handlers, key=_dispatch_rank)
         self._spec = FoldSpec(
             types=tuple(types),
@@ -192,6 +214,7 @@ class Projection:
             status_field=ApiRequest.status,
             indexed=(*self._conductor.indexed, *self._loops.indexed),
             cursor=self._exemplars.cursor,
+            api_touched=self._conductor.api_touched,
         )
         self._bus_slot = types.index(BusMessage)
         self._run = run if run is not None else fold_run
@@ -227,6 +250,38 @@ class Projection:
                 self.unknown_types[tag] = self.unknown_types.get(tag, 0) + n
         self.offset = batch.end
 
+    # -- forgetting (``forget_after_s``) ---------------------------------------------
+
+    def _sweeping(self, handler: Handler) -> Handler:
+        """``handler``, after the sweep due at its event's clock (see ``_sweep``)."""
+
+        def sweep_then(ev: Any, now: float) -> None:
+            if now >= self._next_sweep:
+                self._sweep(now)
+            handler(ev, now)
+
+        return sweep_then
+
+    def _sweep(self, now: float) -> None:
+        """Free the labelled series not updated for ``forget_after_s`` before the last sweep
+        boundary (a multiple of ``forget_after_s / 4``) at or below ``now``.
+
+        The cutoff depends on the boundary alone, and a sweep runs before the first handler
+        past a boundary and at the end of every ``fold_events``: so the state is the same
+        however the log is batched, snapshotted or partitioned.
+        """
+        every = self._sweep_every
+        k = math.floor(now / every)
+        boundary = k * every
+        self._next_sweep = (k + 1) * every  # as ``from_state`` computes it
+        cutoff = boundary - self.config.forget_after_s
+        self.clock.now = max(self.clock.now, now)  # settling loops reads the clock
+        self._conductor.forget(cutoff)
+        self._loops.forget(cutoff)
+        for source in (self._metrics.families, self._otel.families, self._rules.families):
+            for family in source.values():
+                forget_series(family, cutoff)
+
     def fold_events(self, events: Iterable[Event], positions: PositionsOf | None = None) -> None:
         """Fold events in order (``offset`` is left alone).
 
@@ -256,8 +311,12 @@ class Projection:
             if i < n:  # the run stopped at a metrics_reset (counted, its ts read)
                 reset = events[i]
                 assert isinstance(reset, MetricsReset)
+                if now >= self._next_sweep:  # sweeps come first, however the log is batched
+                    self._sweep(now)
                 self.reset(reset.prefix)
                 i += 1
+        if self.clock.now >= self._next_sweep:
+            self._sweep(self.clock.now)
 
     def reset(self, prefix: str = "") -> None:
         """Clear every family named ``prefix...`` but ``tally_*`` (what ``metrics_reset`` does)."""
@@ -279,16 +338,32 @@ class Projection:
         requests, which are not events.
         """
         self._exemplars.resolve()
+        loops: list[AnyFamily] = [*self._loops.families()]
         out: list[AnyFamily] = [
             *self._conductor.families(api_requests),
-            *self._loops.families(),
-            *self._self_metric_families(),
             *self._metrics.families.values(),
             *self._otel.families.values(),
             *self._rules.families.values(),
         ]
+        self._stale = {}
+        ttl = self.config.series_ttl_s
+        if ttl:
+            cutoff = self.clock.now - ttl
+            out = [self._visible(f, stale_before(f, cutoff)) for f in out]
+            quiet = self._loops.quiet(cutoff)
+            if quiet:
+                loops = [self._visible(f, lambda labels: labels[0] in quiet) for f in loops]
+        out.extend(loops)
+        out.extend(self._self_metric_families())
         out.sort(key=_name)
         return out
+
+    def _visible(self, family: AnyFamily, stale: StaleTest) -> AnyFamily:
+        """``family`` without its stale series, counted in ``tally_stale_series``."""
+        view, hidden = hide_series(family, stale)
+        if hidden:
+            self._stale[family.name] = float(hidden)
+        return view
 
     def _self_metric_families(self) -> list[Family]:
         values: dict[str, dict[tuple[str, ...], float]] = {
@@ -299,6 +374,7 @@ class Projection:
             cat.FOLDED_OFFSET: {(): float(self.offset)},
             cat.SERIES_OVERFLOW: {(name,): n for name, n in self.overflow.items()},
             cat.RULE_ERRORS: {(rule,): float(n) for rule, n in self._rules.errors.items()},
+            cat.STALE_SERIES: {(name,): n for name, n in self._stale.items()},
         }
         for name, series in values.items():
             family = self._self_metrics[name]
@@ -307,8 +383,14 @@ class Projection:
         return list(self._self_metrics.values())
 
     def rollups(self) -> dict[str, LoopRollup]:
-        """Every loop's roll-up (``__overflow__`` collects the loops past the series limit)."""
-        return self._loops.rollups()
+        """Every loop's roll-up (``__overflow__`` collects the loops past the series limit);
+        loops whose series are stale (``series_ttl_s``) are left out, as from ``families``."""
+        rollups = self._loops.rollups()
+        ttl = self.config.series_ttl_s
+        if ttl:
+            quiet = self._loops.quiet(self.clock.now - ttl)
+            rollups = {loop_id: r for loop_id, r in rollups.items() if loop_id not in quiet}
+        return rollups
 
     def loops(self) -> dict[str, dict[str, Any]]:
         """``rollups()`` as JSON-ready dicts (undefined values are ``None``)."""
@@ -342,6 +424,8 @@ class Projection:
         p = cls(config)
         p.offset = state.offset
         p.clock.now = state.clock
+        if p._sweep_every:  # a folded state is swept up to its clock
+            p._next_sweep = (math.floor(state.clock / p._sweep_every) + 1) * p._sweep_every
         classes = config.schema.classes
         unknown = set(state.events_by_type) - set(classes)
         if unknown:

@@ -88,9 +88,10 @@ class MetricFamilies:
             values = family.values
             current = values.get(key)
             if current is None:
-                family.inc(key, value)
+                family.inc(key, value, now=now)
             else:
                 values[key] = current + value
+                family.touched[key] = now
         elif type(family) is GaugeFamily:
             op = ev.op
             if op == "dec":
@@ -98,15 +99,19 @@ class MetricFamilies:
             values = family.values
             current = values.get(key)
             if current is None:
-                family.set(key, value) if op is None or op == "set" else family.inc(key, value)
+                if op is None or op == "set":
+                    family.set(key, value, now=now)
+                else:
+                    family.inc(key, value, now=now)
             else:
                 values[key] = value if op is None or op == "set" else current + value
+                family.touched[key] = now
         elif type(family) is HistogramFamily:
-            family.observe(key, value)
+            family.observe(key, value, now=now)
         elif type(family) is SummaryFamily:
             ts = ev.ts
             self.clock.now = now
-            family.observe(key, value, now if ts is None else ts)
+            family.observe(key, value, now if ts is None else ts, now=now)
 
     def _create(self, ev: MetricUpdate) -> AnyFamily | None:
         name = ev.name

@@ -79,10 +79,18 @@ class PartFold(msgspec.Struct, kw_only=True):
 
 #: The parts of ``ProjectionState`` each event type feeds (the rest is shared).
 _FIELDS_OF: Final[dict[str, tuple[str, ...]]] = {
-    "run_started": ("queued", "active", "completed", "failed", "agent_runs", "run_durations"),
+    "run_started": (
+        "queued",
+        "active",
+        "completed",
+        "failed",
+        "agent_runs",
+        "agent_runs_touched",
+        "run_durations",
+    ),
     "bus_message": ("bus_messages",),
-    "api_request": ("api_requests",),
-    "agent_fallback": ("fallbacks",),
+    "api_request": ("api_requests", "api_requests_touched"),
+    "agent_fallback": ("fallbacks", "fallbacks_touched"),
     "iteration_completed": ("loops",),
     "metric": ("custom", "rejected"),
     "otel_metric": ("otel",),

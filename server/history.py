@@ -11,9 +11,9 @@ more than ``max_fold_events`` events.
   them as it goes too, so a second query over the same past starts close to it.
 * A history is folded from the newest keyframe at or before its first boundary (or from
   the base snapshot of a compacted log, its first boundary then the first after the
-  base's clock; or from the log's first position) up to the live projection's position, sampling at each
-  boundary (``projections.history.BoundarySampler``, the ``tally replay --step``
-  semantics, boundaries at multiples of the step).
+  base's clock; or from the log's first position) up to the live projection's
+  position, sampling at each boundary (``projections.history.BoundarySampler``, the
+  ``tally replay --step`` semantics, boundaries at multiples of the step).
 * Runs: the last ``MAX_RUNS`` histories are kept, keyed on ``(match, step)``, with the
   state folded so far; a query whose first boundary the run already holds only folds
   the log's new tail. ``folded_events`` in the answer says what the query cost.

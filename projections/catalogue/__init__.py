@@ -55,6 +55,7 @@ from projections.catalogue.self_metrics import SSE_CONFLATED as SSE_CONFLATED
 from projections.catalogue.self_metrics import SSE_FRAMES as SSE_FRAMES
 from projections.catalogue.self_metrics import SSE_RESYNCS as SSE_RESYNCS
 from projections.catalogue.self_metrics import SSE_SUBSCRIBERS as SSE_SUBSCRIBERS
+from projections.catalogue.self_metrics import STALE_SERIES as STALE_SERIES
 from projections.catalogue.self_metrics import UNKNOWN_EVENTS as UNKNOWN_EVENTS
 from projections.catalogue.self_metrics import UPTIME as UPTIME
 from projections.catalogue.spec import FamilySpec as FamilySpec

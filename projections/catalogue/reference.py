@@ -32,6 +32,10 @@ SETTINGS: Final[dict[str, str]] = {
     "max_series_per_family": "series per family (and loops) before the `__overflow__` series",
     "summary_window_s": "sliding window of summaries, in seconds of event time",
     "summary_age_buckets": "sub-windows the summary window rotates through",
+    "series_ttl_s": "labelled series not updated for this long (event time) are not rendered; "
+    "their state is kept (0: off)",
+    "forget_after_s": "labelled series not updated for this long (event time) are freed: "
+    "a counter reset (0: off)",
     "otlp": "set in `[otlp]`: which OTLP attributes become labels, cumulative streams kept",
     "rules": "set by `[[rules]]`: events and OTLP log event names mapped to families",
     "event_types": "set by `[[event_types]]`: event types of your own, counted like the built-ins",

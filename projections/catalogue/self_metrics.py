@@ -31,6 +31,7 @@ __all__ = [
     "SSE_FRAMES",
     "SSE_RESYNCS",
     "SSE_SUBSCRIBERS",
+    "STALE_SERIES",
     "UNKNOWN_EVENTS",
     "UPTIME",
 ]
@@ -42,6 +43,7 @@ REJECTED_EVENTS: Final = "tally_rejected_events_total"
 FOLDED_OFFSET: Final = "tally_folded_offset_bytes"
 SERIES_OVERFLOW: Final = "tally_series_overflow_total"
 RULE_ERRORS: Final = "tally_rule_errors_total"
+STALE_SERIES: Final = "tally_stale_series"
 
 #: Why a ``metric`` or ``otel_metric`` event was refused: the ``reason`` label of
 #: ``tally_rejected_events_total``.
@@ -80,6 +82,13 @@ SELF: Final[tuple[FamilySpec, ...]] = (
         "counter",
         "Events a rule matched but could not apply (a value missing or not a number), by rule.",
         "rule",
+    ),
+    spec(
+        STALE_SERIES,
+        "gauge",
+        "Series not rendered because not updated within series_ttl_s of event time "
+        "(their state is kept), by family.",
+        "family",
     ),
 )
 

@@ -87,7 +87,15 @@ class _FamilyBase:
     """Name, help, label names and the cardinality guard shared by every kind."""
 
     # __weakref__: renderers keep derived text caches keyed weakly by family.
-    __slots__ = ("__weakref__", "help", "label_names", "max_series", "name", "overflow")
+    __slots__ = (
+        "__weakref__",
+        "help",
+        "label_names",
+        "max_series",
+        "name",
+        "overflow",
+        "touched",
+    )
     kind: Kind
 
     def __init__(
@@ -107,6 +115,8 @@ class _FamilyBase:
         self.label_names: tuple[str, ...] = names
         self.max_series = max_series
         self.overflow: OverflowCounts = {} if overflow is None else overflow
+        #: labels -> the event clock when the series last changed (``now`` of the update).
+        self.touched: dict[Labels, float] = {}
 
     def _admit(self, labels: Labels, size: int) -> Labels:
         """Labels for a series not yet present: itself, or the overflow series."""
@@ -133,17 +143,21 @@ class _ScalarFamily(_FamilyBase):
         super().__init__(name, help, label_names, max_series=max_series, overflow=overflow)
         self.values: dict[Labels, float] = {}
 
-    def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
+    def inc(self, labels: Labels = (), amount: float = 1.0, *, now: float | None = None) -> None:
+        """Add ``amount``; ``now`` (the event clock), if given, is when the series changed."""
         values = self.values
         current = values.get(labels)
         if current is None:
             labels = self._admit(labels, len(values))
             current = values.get(labels, 0.0)
         values[labels] = current + amount
+        if now is not None:
+            self.touched[labels] = now
 
     def clear(self) -> None:
         """Forget every series; an unlabelled family keeps its one series, at 0."""
         self.values.clear()
+        self.touched.clear()
         if not self.label_names:
             self.values[()] = 0.0
 
@@ -157,11 +171,13 @@ class GaugeFamily(_ScalarFamily):
     __slots__ = ()
     kind: Kind = "gauge"
 
-    def set(self, labels: Labels, value: float) -> None:
+    def set(self, labels: Labels, value: float, *, now: float | None = None) -> None:
         values = self.values
         if labels not in values:
             labels = self._admit(labels, len(values))
         values[labels] = value
+        if now is not None:
+            self.touched[labels] = now
 
 
 class Exemplar(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -220,8 +236,13 @@ class HistogramFamily(_FamilyBase):
         self.series: dict[Labels, HistogramSeries] = {}
         self.exemplar_label = exemplar_label and validate_label_name(exemplar_label)
 
-    def observe(self, labels: Labels, value: float) -> tuple[HistogramSeries, int]:
-        """Count ``value``; the series it went to and its bucket index (for an exemplar)."""
+    def observe(
+        self, labels: Labels, value: float, *, now: float | None = None
+    ) -> tuple[HistogramSeries, int]:
+        """Count ``value``; the series it went to and its bucket index (for an exemplar).
+
+        ``now`` (the event clock), if given, is when the series changed.
+        """
         series = self.series.get(labels)
         if series is None:
             labels = self._admit(labels, len(self.series))
@@ -232,9 +253,19 @@ class HistogramFamily(_FamilyBase):
         series.counts[bucket] += 1
         series.sum += value
         series.count += 1
+        if now is not None:
+            self.touched[labels] = now
         return series, bucket
 
-    def add(self, labels: Labels, counts: Sequence[int], total: float, count: int) -> None:
+    def add(
+        self,
+        labels: Labels,
+        counts: Sequence[int],
+        total: float,
+        count: int,
+        *,
+        now: float | None = None,
+    ) -> None:
         """Add observations already bucketed (per-bucket counts, +Inf last, as ``bounds``)."""
         if len(counts) != len(self.bounds) + 1:
             raise ValueError(f"{self.name}: {len(counts)} counts for {len(self.bounds)} bounds")
@@ -249,10 +280,13 @@ class HistogramFamily(_FamilyBase):
             mine[i] += n
         series.sum += total
         series.count += count
+        if now is not None:
+            self.touched[labels] = now
 
     def clear(self) -> None:
         """Forget every series; an unlabelled family keeps its one series, empty."""
         self.series.clear()
+        self.touched.clear()
         if not self.label_names:
             self.series[()] = HistogramSeries(len(self.bounds))
 

@@ -80,16 +80,22 @@ class _FamilyHead(msgspec.Struct, frozen=True, tag_field="kind"):
 
 class CounterState(_FamilyHead, frozen=True, tag="counter"):
     values: list[LabeledValue]
+    #: When each series last changed (event clock), in label order.
+    touched: list[LabeledValue] = []
 
 
 class GaugeState(_FamilyHead, frozen=True, tag="gauge"):
     values: list[LabeledValue]
+    #: When each series last changed (event clock), in label order.
+    touched: list[LabeledValue] = []
 
 
 class HistogramState(_FamilyHead, frozen=True, tag="histogram"):
     bounds: tuple[float, ...]
     series: list[HistogramSeriesState]
     exemplar_label: str = ""
+    #: When each series last changed (event clock), in label order.
+    touched: list[LabeledValue] = []
 
 
 class SummaryState(_FamilyHead, frozen=True, tag="summary"):
@@ -98,6 +104,8 @@ class SummaryState(_FamilyHead, frozen=True, tag="summary"):
     relative_error: float
     max_bins: int
     series: list[SummarySeriesState]
+    #: When each series last changed (event clock), in label order.
+    touched: list[LabeledValue] = []
 
 
 FamilyState = CounterState | GaugeState | HistogramState | SummaryState
@@ -135,6 +143,7 @@ def summary_to_state(family: SummaryFamily) -> SummaryState:
         family.relative_error,
         family.max_bins,
         series,
+        _values(family.touched),
     )
 
 
@@ -159,7 +168,12 @@ def summary_from_state(
         series.count = s.count
         for bucket in s.buckets:
             series.windows[bucket.index] = dict(zip(bucket.keys, bucket.counts, strict=True))
+    _restore_touched(family.touched, state)
     return family
+
+
+def _restore_touched(touched: dict[tuple[str, ...], float], state: FamilyState) -> None:
+    touched.update((_check_labels(state, t.labels), t.value) for t in state.touched)
 
 
 def family_to_state(family: AnyFamily) -> FamilyState:
@@ -172,6 +186,7 @@ def family_to_state(family: AnyFamily) -> FamilyState:
                 family.label_names,
                 family.max_series,
                 _values(family.values),
+                _values(family.touched),
             )
         case GaugeFamily():
             return GaugeState(
@@ -180,6 +195,7 @@ def family_to_state(family: AnyFamily) -> FamilyState:
                 family.label_names,
                 family.max_series,
                 _values(family.values),
+                _values(family.touched),
             )
         case HistogramFamily():
             series = [
@@ -196,6 +212,7 @@ def family_to_state(family: AnyFamily) -> FamilyState:
                 family.bounds,
                 series,
                 family.exemplar_label,
+                _values(family.touched),
             )
         case SummaryFamily():
             return summary_to_state(family)
@@ -228,6 +245,7 @@ def _histogram_from_state(
         if any(not 0 <= bucket < len(s.counts) for bucket in s.exemplars):
             raise ValueError(f"histogram {state.name!r}: an exemplar outside the buckets")
         series.exemplars = dict(s.exemplars)
+    _restore_touched(family.touched, state)
     return family
 
 
@@ -246,6 +264,7 @@ def family_from_state(
                 overflow=overflow,
             )
             scalar.values.update((_check_labels(state, v.labels), v.value) for v in state.values)
+            _restore_touched(scalar.touched, state)
             return scalar
         case HistogramState():
             return _histogram_from_state(state, overflow)

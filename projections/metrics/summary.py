@@ -34,6 +34,7 @@ from typing import Final
 from projections.clock import EventClock
 from projections.metrics.families import (
     DEFAULT_MAX_SERIES,
+    OVERFLOW,
     CounterFamily,
     GaugeFamily,
     HistogramFamily,
@@ -184,10 +185,12 @@ class SummaryFamily(_FamilyBase):
         last = math.floor(self.clock.now / self.width)
         return last - self.age_buckets + 1, last
 
-    def observe(self, labels: Labels, value: float, ts: float) -> None:
+    def observe(self, labels: Labels, value: float, ts: float, *, now: float | None = None) -> None:
         series = self.series.get(labels)
         if series is None:
             series = self._series(labels)
+        if now is not None:
+            self.touched[self._key(labels, series)] = now
         series.count += 1
         series.sum += value
         if value - value != 0.0 or ts - ts != 0.0:  # NaN or infinite (x - x is NaN then)
@@ -213,6 +216,13 @@ class SummaryFamily(_FamilyBase):
     def clear(self) -> None:
         """Forget every series (sum, count and sketch)."""
         self.series.clear()
+        self.touched.clear()
+
+    def _key(self, labels: Labels, series: SummarySeries) -> Labels:
+        """The labels ``series`` is held under: ``labels``, or the overflow series'."""
+        if self.series.get(labels) is series:
+            return labels
+        return (OVERFLOW,) * len(self.label_names)
 
     def _series(self, labels: Labels) -> SummarySeries:
         labels = self._admit(labels, len(self.series))

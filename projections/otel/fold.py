@@ -125,12 +125,12 @@ class OtelFold:
             return
         key = tuple(labels.get(n, "") for n in family.label_names)
         if isinstance(family, HistogramFamily):
-            self._observe(ev, rule, family, key)
+            self._observe(ev, rule, family, key, now)
             return
         value = ev.value if ev.value is not None else 0.0
         if rule.action == "set":
             assert isinstance(family, GaugeFamily)
-            family.set(key, value)
+            family.set(key, value, now=now)
             return
         if rule.mode == "cumulative":
             value = self.streams.sum_increase(
@@ -143,10 +143,15 @@ class OtelFold:
         elif rule.action == "count" and value < 0:
             self.rejected["invalid_point"] += 1
             return
-        family.inc(key, value)
+        family.inc(key, value, now=now)
 
     def _observe(
-        self, ev: OtelMetric, rule: _Rule, family: HistogramFamily, key: tuple[str, ...]
+        self,
+        ev: OtelMetric,
+        rule: _Rule,
+        family: HistogramFamily,
+        key: tuple[str, ...],
+        now: float,
     ) -> None:
         if ev.kind == "exponential_histogram":
             counts = explicit_counts(
@@ -171,7 +176,7 @@ class OtelFold:
             counts, total, count = added
         else:
             count = ev.count
-        family.add(key, counts, total, count)
+        family.add(key, counts, total, count, now=now)
 
     @staticmethod
     def _stream(ev: OtelMetric) -> str:
@@ -298,4 +303,5 @@ def _widen(family: Family, names: tuple[str, ...]) -> None:
         family.series = {rekey(k): v for k, v in family.series.items()}
     else:
         family.values = {rekey(k): v for k, v in family.values.items()}
+    family.touched = {rekey(k): t for k, t in family.touched.items()}
     family.label_names = names

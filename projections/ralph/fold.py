@@ -61,10 +61,6 @@ _TESTS: Final = fed_bits(TestsReported)
 _RESOURCES: Final = fed_bits(ResourceSample)
 
 
-def _admitted(ev: LoopStarted, now: float) -> None:
-    """``loop_started`` updates no loop's series: admitting the loop is its whole fold."""
-
-
 class LoopFoldState(msgspec.Struct, kw_only=True):
     """Everything a ``LoopFold`` holds, as records (part of a snapshot)."""
 
@@ -191,17 +187,28 @@ class LoopFold:
 
     def loop_started(self, ev: LoopStarted, now: float) -> None:
         self.active_loops[ev.loop_id] = None
-        if ev.loop_id not in self.loops:
-            self._unseen(ev, now, _admitted)
+        s = self.loops.get(ev.loop_id)
+        if s is None:
+            self._unseen(ev, now, self._admitted)
+            return
+        s.last_ts = now
+
+    def _admitted(self, ev: LoopStarted, now: float) -> None:
+        """``loop_started`` of a loop just admitted (or refused): it updates no series."""
+        self.loops[ev.loop_id].last_ts = now
 
     def loop_stopped(self, ev: LoopStopped, now: float) -> None:
         self.active_loops.pop(ev.loop_id, None)
+        s = self.loops.get(ev.loop_id)
+        if s is not None:
+            s.last_ts = now
 
     def iteration_completed(self, ev: IterationCompleted, now: float) -> None:
         s = self.loops.get(ev.loop_id)
         if s is None:
             self._unseen(ev, now, self.iteration_completed)
             return
+        s.last_ts = now
         if ev.ts is None:  # it happened at the clock: keep that with it
             ev = msgspec.structs.replace(ev, ts=now)
         exemplars = self._exemplars
@@ -306,6 +313,7 @@ class LoopFold:
         if s is None:
             self._unseen(ev, now, self.session_started)
             return
+        s.last_ts = now
         s.sessions_created += 1
         ts = ev.ts
         s.open_sessions[ev.session_id] = now if ts is None else ts
@@ -316,6 +324,7 @@ class LoopFold:
         if s is None:
             self._unseen(ev, now, self.session_ended)
             return
+        s.last_ts = now
         start = s.open_sessions.pop(ev.session_id, None)
         s.seen |= _SESSION_ENDED
         duration = ev.duration_s
@@ -332,6 +341,7 @@ class LoopFold:
         if s is None:
             self._unseen(ev, now, self.context_usage)
             return
+        s.last_ts = now
         s.context_percent = ev.percent
         s.seen |= _USAGE
 
@@ -340,6 +350,7 @@ class LoopFold:
         if s is None:
             self._unseen(ev, now, self.context_reboot)
             return
+        s.last_ts = now
         percent = ev.percent
         ratio = percent / 100.0
         s.reboots += 1
@@ -353,6 +364,7 @@ class LoopFold:
         if s is None:
             self._unseen(ev, now, self.tests_reported)
             return
+        s.last_ts = now
         s.tests_passed = ev.passed
         s.tests_failed = failed = ev.failed
         s.tests_total = ev.total
@@ -365,6 +377,7 @@ class LoopFold:
         if s is None:
             self._unseen(ev, now, self.resource_sample)
             return
+        s.last_ts = now
         s.rss_bytes = ev.rss_bytes
         s.cpu_percent = ev.cpu_percent
         s.seen |= _RESOURCES
@@ -416,6 +429,29 @@ class LoopFold:
             if suffix == _SKETCHED:  # the quantile sketch holds the same durations
                 self.sketch = self._new_sketch()
                 self._clear_pending()
+
+    def quiet(self, cutoff: float) -> set[str]:
+        """Loops not running (stopped, or never seen starting) whose last event came before
+        ``cutoff``: their series are hidden (``series_ttl_s``) or freed (``forget_after_s``)."""
+        active = self.active_loops
+        return {
+            loop_id
+            for loop_id, s in self.loops.items()
+            if s.last_ts < cutoff and loop_id not in active
+        }
+
+    def forget(self, cutoff: float) -> None:
+        """Free the state of every loop ``quiet`` before ``cutoff`` (roll-up included)."""
+        gone = self.quiet(cutoff)
+        if not gone:
+            return
+        self.settle()
+        if self._pending_loops:
+            self.drain()
+        sketch = self.sketch
+        for loop_id in gone:
+            del self.loops[loop_id]
+            sketch.series.pop((loop_id,), None)
 
     def families(self) -> list[Family]:
         """The loop families, refilled from the loop states."""

@@ -75,6 +75,8 @@ class LoopStateRecord(msgspec.Struct, array_like=True, kw_only=True):
     cpu_percent: float
     #: Iteration-duration bucket index -> the latest iteration in it (``projections.exemplars``).
     duration_exemplars: dict[int, Exemplar]
+    #: The event clock at the loop's last event (``series_ttl_s``, ``forget_after_s``).
+    last_ts: float = 0.0
 
 
 class LoopState:
@@ -113,6 +115,7 @@ class LoopState:
         self.test_failure_streak = 0
         self.rss_bytes = 0
         self.cpu_percent = 0.0
+        self.last_ts = 0.0
         self.duration_exemplars: dict[int, Exemplar] = {}
         #: ``iteration_completed`` events not folded in yet (``LoopFold.settle``), and
         #: where each is in the log (``ExemplarRecorder.base``; empty without exemplars).

@@ -71,7 +71,7 @@ class RuleFold:
         sinks = (self.families, self.errors)  # updated in place, never replaced
 
         def apply(ev: Any, now: float) -> None:
-            _apply(plans, ev, _NOTHING, _NOTHING, sinks)
+            _apply(plans, ev, _NOTHING, _NOTHING, sinks, now=now)
 
         return apply
 
@@ -84,7 +84,7 @@ class RuleFold:
         def apply(ev: OtelLog, now: float) -> None:
             plans = plans_of(ev.event_name)
             if plans:
-                _apply(plans, ev, ev.attributes, ev.resource, sinks)
+                _apply(plans, ev, ev.attributes, ev.resource, sinks, now=now)
 
         return apply
 
@@ -115,11 +115,13 @@ def _apply(
     attributes: Attributes,
     resource: Attributes,
     sinks: tuple[dict[str, Family], dict[str, int]],
+    *,
+    now: float,
 ) -> None:
     """Each rule of ``plans`` on one event. A field is read from ``attributes``, then
     ``resource`` (an ``otel_log``'s; empty for other events), then the event's own
     fields. The reads are inlined: this loop is the fold's cost per rule. ``sinks``: the
-    fold's families and error counts."""
+    fold's families and error counts; ``now``: the event clock, stamped on the series."""
     families, errors = sinks
     for name, source, scale, labels, family_name, kind in plans:
         value = 1.0
@@ -155,13 +157,14 @@ def _apply(
                 series = family.values
                 current = series.get(key)
                 if current is None:
-                    family.inc(key, value)
+                    family.inc(key, value, now=now)
                 else:
                     series[key] = current + value
+                    family.touched[key] = now
         elif kind == "histogram":
-            family.observe(key, value)
+            family.observe(key, value, now=now)
         else:
-            family.set(key, value)
+            family.set(key, value, now=now)
 
 
 def _family(rule: Rule, config: ProjectionConfig, overflow: OverflowCounts) -> Family:

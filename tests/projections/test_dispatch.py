@@ -97,6 +97,7 @@ class Recorder:
         self.cursor = [-1]  # the index of the event an indexed handler is called for
         self.indices: list[int] = []
         self.api: dict[str, dict[int, int]] = {"GET": {200: 5}}
+        self.api_touched: dict[str, dict[int, Any]] = {"GET": {200: 0.0}}
         self.types: tuple[type, ...] = (
             ApiRequest,
             BusMessage,
@@ -117,6 +118,7 @@ class Recorder:
             status_field=ApiRequest.status,
             indexed=(RunStarted,),
             cursor=self.cursor,
+            api_touched=self.api_touched,
         )
 
     def handler(self, name: str) -> Any:
@@ -143,7 +145,17 @@ def test_dispatch_counts_and_the_clock(run: FoldRun) -> None:
     now, stop, counts = run(events, 0, 1.0, r.spec)
     assert (now, stop, counts) == (12.0, 6, (2, 2, 1, 1, 0))
     assert r.api == {"GET": {200: 6}}
+    assert r.api_touched == {"GET": {200: 10.0}}  # stamped with the clock of the bump
     assert r.calls == [("api_miss", new_api, 10.0), ("run", started, 12.0)]
+
+
+def test_a_method_without_stamps_goes_to_the_handler(run: FoldRun) -> None:
+    r = Recorder()
+    r.api_touched.clear()
+    event = ApiRequest(method="GET", status=200, ts=3.0)
+    run([event], 0, 1.0, r.spec)
+    assert r.api == {"GET": {200: 5}}
+    assert r.calls == [("api_miss", event, 3.0)]
 
 
 def test_stops_at_a_reset_counted_with_its_ts_read(run: FoldRun) -> None:
@@ -215,6 +227,7 @@ def test_a_handler_error_propagates(run: FoldRun) -> None:
         ({"ts_field": "ts"}, "member descriptor"),
         ({"method_field": MetricUpdate.name}, "no method"),
         ({"cursor": []}, "cursor"),
+        ({"api_touched": []}, "api_touched must be a dict"),
     ],
 )
 def test_the_compiled_loop_refuses_a_spec_it_cannot_read_safely(
@@ -264,12 +277,21 @@ def fold(events: list[Event], run: FoldRun, cuts: list[int], config: ProjectionC
 
 
 @settings(max_examples=60, deadline=None)
-@given(events=logs(), data=st.data(), max_series=st.sampled_from([2, 10_000]))
+@given(
+    events=logs(),
+    data=st.data(),
+    max_series=st.sampled_from([2, 10_000]),
+    stale=st.sampled_from([(0.0, 0.0), (2.0, 0.0), (1.0, 3.0)]),
+)
 def test_both_loops_leave_the_same_projection(
-    events: list[Event], data: st.DataObject, max_series: int
+    events: list[Event], data: st.DataObject, max_series: int, stale: tuple[float, float]
 ) -> None:
+    """Also with stale series hidden (series_ttl_s) and forgotten (forget_after_s)."""
     cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=5)))
-    config = ProjectionConfig(max_series_per_family=max_series)
+    ttl, forget = stale
+    config = ProjectionConfig(
+        max_series_per_family=max_series, series_ttl_s=ttl, forget_after_s=forget
+    )
     reference = fold(events, fold_run_python, cuts, config)
     assert fold(events, compiled(), cuts, config) == reference
     assert fold(events, compiled(), [], config) == fold(events, fold_run_python, [], config)

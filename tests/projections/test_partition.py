@@ -66,14 +66,18 @@ def test_parts_cover_every_type_once_and_both_fold_resets() -> None:
     n=st.integers(min_value=0, max_value=6000),
     seed=st.integers(min_value=0, max_value=10**6),
     max_series=st.sampled_from([2, 5, 10_000]),
+    forget=st.sampled_from([0.0, 3.0]),
 )
 def test_merge_equals_one_pass(
-    tmp_path_factory: pytest.TempPathFactory, n: int, seed: int, max_series: int
+    tmp_path_factory: pytest.TempPathFactory, n: int, seed: int, max_series: int, forget: float
 ) -> None:
-    """Any mixed log (resets every 2,000 events, the cardinality guard overflowing or not)."""
+    """Any mixed log (resets every 2,000 events, the cardinality guard overflowing or not,
+    stale series forgotten or not: each part sweeps what it holds at the same boundaries)."""
     data_dir = tmp_path_factory.mktemp("bus")
     write(data_dir, list(mixed_events(n, seed=seed)))
-    config = ProjectionConfig(max_series_per_family=max_series)
+    config = ProjectionConfig(
+        max_series_per_family=max_series, series_ttl_s=2.0 if forget else 0.0, forget_after_s=forget
+    )
     assert_same(merged(data_dir, config), replay(data_dir, config=config))
 
 

@@ -178,12 +178,14 @@ def test_another_version_is_refused() -> None:
         decode_snapshot(msgspec.msgpack.encode(doc), ProjectionConfig())
 
 
-def test_a_snapshot_from_before_exemplars_is_refused() -> None:
-    """Version 2 held no exemplars: the server ignores it (reported) and refolds the log."""
-    assert SNAPSHOT_VERSION == 3
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_snapshot_from_before_exemplars_or_stale_series_is_refused(version: int) -> None:
+    """Version 2 held no exemplars, 3 no times series last changed: the server ignores such
+    a snapshot (reported) and refolds the log."""
+    assert SNAPSHOT_VERSION == 4
     doc = msgspec.msgpack.decode(encode_snapshot(fold_in_one_pass(list(workload()), TIGHT)))
-    doc["meta"]["version"] = 2
-    with pytest.raises(SnapshotError, match="version 2 is not supported"):
+    doc["meta"]["version"] = version
+    with pytest.raises(SnapshotError, match=f"version {version} is not supported"):
         decode_snapshot(msgspec.msgpack.encode(doc), TIGHT)
 
 

@@ -64,6 +64,11 @@ def test_unknown_keys_are_errors_naming_file_and_key(
         ('[bus]\ndurability = "sometimes"\n', "[bus] durability: "),
         ("[server]\nport = 70000\n", "[server] port: "),
         ('[projections]\nloop_prefix = "tally"\n', "[projections]: loop_prefix: "),
+        (
+            "[projections]\nseries_ttl_s = 600\nforget_after_s = 60\n",
+            "[projections]: forget_after_s: 60.0 is less than series_ttl_s 600.0",
+        ),
+        ("[projections]\nseries_ttl_s = -1\n", "[projections]: series_ttl_s: "),
         ("[bus\n", "not valid TOML"),
     ],
 )

@@ -74,6 +74,7 @@ SELF_METRICS = {
     "tally_folded_offset_bytes": ("gauge", ()),
     "tally_series_overflow_total": ("counter", ("family",)),
     "tally_rule_errors_total": ("counter", ("rule",)),  # planned in the design, now here
+    "tally_stale_series": ("gauge", ("family",)),  # series hidden by series_ttl_s
 }
 
 

@@ -325,3 +325,47 @@ def test_a_stalled_subscriber_is_dropped_while_a_healthy_one_keeps_receiving(
             drain.join(5)
             healthy.close()
             stalled.close()
+
+
+def jobs(ts: float, job: str, value: float = 1.0) -> dict[str, Any]:
+    return {
+        "type": "metric",
+        "ts": ts,
+        "name": "jobs_total",
+        "kind": "counter",
+        "value": value,
+        "labels": {"job": job},
+    }
+
+
+def test_a_stale_series_is_announced_removed_then_returns_without_a_reset(
+    data_dir: Path,
+) -> None:
+    """``series_ttl_s``: hidden series leave snapshots, go as ``removed``, come back as is."""
+    (data_dir / "tally.toml").write_text("[projections]\nseries_ttl_s = 60\n")
+    a = ("jobs_total", (("job", "a"),))
+    b = ("jobs_total", (("job", "b"),))
+    with tally_server(data_dir) as server:
+        server.post_events([jobs(1000, "a", 5), jobs(1000, "b")])
+        server.wait_caught_up()
+        with connect(server, "match=jobs_total&interval=0.1") as client:
+            snapshot = client.next_frame()
+            assert {k: s["value"] for k, s in by_key(snapshot).items()} == {a: 5, b: 1}
+            server.post_events([jobs(1030, "b"), jobs(1061, "b")])  # a: 61 s quiet
+            gone = by_key(client.next_frame())
+            while a not in gone:  # the two posts may come as two frames
+                gone = by_key(client.next_frame())
+            assert gone[a]["removed"] is True and gone[a]["value"] is None
+            with connect(server, "match=jobs_total&interval=0.1") as other:
+                assert {k: s["value"] for k, s in by_key(other.next_frame()).items()} == {b: 3}
+            scraped = samples(server.metrics())
+            assert 'jobs_total{job="a"}' not in scraped
+            assert scraped['tally_stale_series{family="jobs_total"}'] == 1
+            server.post_events([jobs(1062, "a", 2)])
+            back = by_key(client.next_frame())
+            while a not in back:
+                back = by_key(client.next_frame())
+            assert back[a]["value"] == 7 and "removed" not in back[a]
+        scraped = samples(server.metrics())
+        assert scraped['jobs_total{job="a"}'] == 7
+        assert 'tally_stale_series{family="jobs_total"}' not in scraped
