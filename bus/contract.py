@@ -79,7 +79,8 @@ class Bus(Protocol):
         ...
 
     async def identity(self, position: int) -> str:
-        """A digest that stays the same while the log only grows past ``position``.
+        """A digest that stays the same while the log only grows past ``position`` (or is cut
+        before it by ``drop_before``).
 
         A checkpoint taken at ``position`` is trusted only while its identity
         still matches: a replaced, rewritten or re-created log gives another one.

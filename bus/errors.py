@@ -31,6 +31,7 @@ checks it against the classes)::
       * ReportError (server.loop.junit)                     exit 2, HTTP 500
       * SpoolBusy (server.loop.spool)                       exit 1, HTTP 500
       * OtlpDecodeError (server.otlp.decode)                exit 2, HTTP 400
+      * LogQueryError (server.log_query)                    exit 2, HTTP 400
       * BaseMismatch (server.live.compact)                  exit 2, HTTP 500
       * CompactBusy (server.live.compact)                   exit 1, HTTP 409
 

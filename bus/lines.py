@@ -17,7 +17,7 @@ chunk is then accepted with both anomalies unseen (~70 ns/event to rule out).
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, islice, repeat
 from operator import add
@@ -45,6 +45,21 @@ def line_starts(buf: bytes, count: int, start: int) -> list[int]:
     """Global offsets of the first ``count`` lines of ``buf``, which begins at ``start``."""
     lengths = map(len, buf.split(b"\n", count))
     return list(islice(accumulate(map(add, lengths, repeat(1)), initial=start), count))
+
+
+def _line_positions(buf: bytes, start: int, indices: Sequence[int]) -> list[int]:
+    """``line_starts`` of the lines at ``indices`` (ascending) only: ``buf`` is split up to
+    the last of them, and each line counts its length and its newline."""
+    if not indices:
+        return []
+    parts = buf.split(b"\n", indices[-1])
+    out: list[int] = []
+    position, done = start, 0
+    for i in indices:
+        position += sum(map(len, parts[done:i])) + (i - done)
+        done = i
+        out.append(position)
+    return out
 
 
 class Batch:
@@ -105,6 +120,19 @@ class Batch:
                 self._offsets = line_starts(buf, len(self.events), self.start)
             self._buf = None
         return self._offsets
+
+    def locator(self) -> Callable[[Sequence[int]], list[int]]:
+        """A function from event indices (ascending) to their positions that works out no
+        other position and holds only the batch's lines, not its events (exemplars keep
+        it until they need a few positions)."""
+        if self._offsets is not None:
+            offsets = self._offsets
+            return lambda indices: [offsets[i] for i in indices]
+        start = self.start
+        if self._indexed:
+            return lambda indices: [start + i for i in indices]
+        buf = self._buf if self._buf is not None else b""
+        return lambda indices: _line_positions(buf, start, indices)
 
     def __iter__(self) -> Iterator[tuple[int, Event]]:
         return zip(self.offsets, self.events, strict=True)

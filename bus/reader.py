@@ -2,7 +2,9 @@
 
 Rule: nothing in the log stops a reader. A line that is not a valid event is
 quarantined once and counted; an unknown ``type`` is counted and skipped; a
-line is consumed only once its ``\\n`` is on disk.
+line is consumed only once its ``\\n`` is on disk. Retention may remove
+segments: one the reader has open it reads to its end; one removed before the
+reader reached it raises ``NotRetained`` (events are never skipped silently).
 
 A line longer than ``max_line_bytes`` is corrupt (it is skipped without being
 held in memory; its first 64 KiB are quarantined).
@@ -18,7 +20,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from bus.errors import OffsetError
+from bus.errors import NotRetained, OffsetError
 from bus.events import EVENT_TYPES
 from bus.lines import Batch, LineDecoder, ReadStats
 from bus.quarantine import MAX_RAW_BYTES, Quarantine
@@ -140,7 +142,12 @@ class BusReader:
         try:
             f = open(seg.path, "rb", buffering=0)  # noqa: SIM115 - held across yields
         except FileNotFoundError:
-            return pos
+            if not final:
+                return pos
+            # retention removed it before this reader got to it: never skip events silently
+            segments = list_segments(self.bus)
+            first = segments[0].base if segments else pos
+            raise NotRetained(f"offset {pos}", first, None) from None
         with f:
             f.seek(pos - seg.base)
             pending: list[bytes] = []  # the start of a line whose "\n" is not read yet
@@ -218,7 +225,7 @@ def _locate(segments: list[Segment], offset: int) -> int | None:
         raise OffsetError(f"offset {offset} is beyond the end of the log (0)")
     index = bisect.bisect_right([seg.base for seg in segments], offset) - 1
     if index < 0:
-        raise OffsetError(f"offset {offset} is before the first segment ({segments[0].base})")
+        raise NotRetained(f"offset {offset}", segments[0].base, None)
     seg = segments[index]
     local = offset - seg.base
     if local == 0:

@@ -15,7 +15,7 @@
 #include <structmember.h>
 
 #define MAX_TYPES 128
-#define SPEC_FIELDS 10
+#define SPEC_FIELDS 13
 #define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
 static PyObject *one;      /* 1 */
@@ -60,13 +60,19 @@ static int advances(PyObject *now, PyObject *ts) {
     return PyObject_RichCompareBool(ts, infinity, Py_LT);
 }
 
-/* Bump api[method][status] if that series exists: 1 if bumped, 0 if not, -1 on error. */
-static int bump_api(PyObject *api, PyObject *method, PyObject *status) {
+/* Bump api[method][status] and set api_touched[method][status] = now if that series
+ * exists (and both dicts hold the method): 1 if bumped, 0 if not, -1 on error. */
+static int bump_api(PyObject *api, PyObject *api_touched, PyObject *method, PyObject *status,
+                    PyObject *now) {
     if (method == NULL || status == NULL) {
         return 0; /* unset slots: the handler raises the AttributeError */
     }
     PyObject *by_status = PyDict_GetItemWithError(api, method);
     if (by_status == NULL || !PyDict_CheckExact(by_status)) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *touched = PyDict_GetItemWithError(api_touched, method);
+    if (touched == NULL || !PyDict_CheckExact(touched)) {
         return PyErr_Occurred() ? -1 : 0;
     }
     PyObject *count = PyDict_GetItemWithError(by_status, status);
@@ -79,7 +85,10 @@ static int bump_api(PyObject *api, PyObject *method, PyObject *status) {
     }
     int rc = PyDict_SetItem(by_status, status, bumped);
     Py_DECREF(bumped);
-    return rc < 0 ? -1 : 1;
+    if (rc < 0 || PyDict_SetItem(touched, status, now) < 0) {
+        return -1;
+    }
+    return 1;
 }
 
 static PyObject *fold_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
@@ -104,10 +113,20 @@ static PyObject *fold_run(PyObject *module, PyObject *const *args, Py_ssize_t na
     PyObject *api = PyTuple_GET_ITEM(spec, 2), *api_miss = PyTuple_GET_ITEM(spec, 3);
     PyObject *api_type = PyTuple_GET_ITEM(spec, 4), *bus_type = PyTuple_GET_ITEM(spec, 5);
     PyObject *stop_type = PyTuple_GET_ITEM(spec, 6);
+    PyObject *indexed = PyTuple_GET_ITEM(spec, 10), *cursor = PyTuple_GET_ITEM(spec, 11);
+    PyObject *api_touched = PyTuple_GET_ITEM(spec, 12);
+    if (!PyDict_CheckExact(api_touched)) {
+        PyErr_SetString(PyExc_TypeError, "fold_run: spec.api_touched must be a dict");
+        return NULL;
+    }
     if (!PyTuple_Check(types) || !PyTuple_Check(handlers) || !PyDict_CheckExact(api) ||
         PyTuple_GET_SIZE(types) != PyTuple_GET_SIZE(handlers) ||
         PyTuple_GET_SIZE(types) > MAX_TYPES) {
         PyErr_SetString(PyExc_TypeError, "fold_run: spec.types and spec.handlers differ");
+        return NULL;
+    }
+    if (!PyTuple_Check(indexed) || !PyList_CheckExact(cursor) || PyList_GET_SIZE(cursor) != 1) {
+        PyErr_SetString(PyExc_TypeError, "fold_run: spec.indexed must be a tuple, spec.cursor [int]");
         return NULL;
     }
     PyTypeObject *event_base, *method_owner, *status_owner;
@@ -121,6 +140,7 @@ static PyObject *fold_run(PyObject *module, PyObject *const *args, Py_ssize_t na
     Py_ssize_t ntypes = PyTuple_GET_SIZE(types);
     PyTypeObject *classes[MAX_TYPES];
     Py_ssize_t counts[MAX_TYPES];
+    char wants_index[MAX_TYPES]; /* is its handler told the event's index (spec.cursor)? */
     for (Py_ssize_t k = 0; k < ntypes; k++) {
         PyObject *cls = PyTuple_GET_ITEM(types, k);
         if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, event_base)) {
@@ -134,6 +154,12 @@ static PyObject *fold_run(PyObject *module, PyObject *const *args, Py_ssize_t na
         }
         classes[k] = (PyTypeObject *)cls;
         counts[k] = 0;
+        wants_index[k] = 0;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(indexed); j++) {
+            if (PyTuple_GET_ITEM(indexed, j) == cls) {
+                wants_index[k] = 1;
+            }
+        }
     }
 
     Py_INCREF(now);
@@ -167,7 +193,8 @@ static PyObject *fold_run(PyObject *module, PyObject *const *args, Py_ssize_t na
         if ((PyObject *)cls == bus_type) {
             /* counted above: that is its whole fold */
         } else if ((PyObject *)cls == api_type) {
-            rc = bump_api(api, SLOT(event, method_offset), SLOT(event, status_offset));
+            rc = bump_api(api, api_touched, SLOT(event, method_offset),
+                          SLOT(event, status_offset), now);
             if (rc == 0) {
                 rc = call(api_miss, event, now);
             }
@@ -177,6 +204,14 @@ static PyObject *fold_run(PyObject *module, PyObject *const *args, Py_ssize_t na
         } else {
             PyObject *handler = PyTuple_GET_ITEM(handlers, k);
             if (handler != Py_None) {
+                if (wants_index[k]) {
+                    /* steals the new int, drops the old one; checks the list still has a slot */
+                    PyObject *index = PyLong_FromSsize_t(i);
+                    if (index == NULL || PyList_SetItem(cursor, 0, index) < 0) {
+                        Py_DECREF(event);
+                        goto error;
+                    }
+                }
                 rc = call(handler, event, now);
             }
         }

@@ -22,9 +22,11 @@ from bus.events import AgentFallback, ApiRequest, EventBase, RunFinished, RunQue
 from projections import catalogue as cat
 from projections.clock import EventClock, elapsed
 from projections.config import ProjectionConfig
+from projections.exemplars import ExemplarRecorder
 from projections.metrics.families import (
     OVERFLOW,
     CounterFamily,
+    Exemplar,
     Family,
     GaugeFamily,
     HistogramFamily,
@@ -57,6 +59,7 @@ class ConductorState(msgspec.Struct, kw_only=True):
     #: When each labelled series last changed (event clock); the histogram keeps its own.
     agent_runs_touched: dict[str, float] = {}
     fallbacks_touched: list[tuple[str, str, float]] = []
+    api_requests_touched: list[tuple[str, int, float]] = []
 
 
 class ConductorFold:
@@ -72,6 +75,7 @@ class ConductorFold:
         specs: Mapping[str, cat.FamilySpec],
         clock: EventClock,
         overflow: OverflowCounts,
+        exemplars: ExemplarRecorder | None = None,
     ) -> None:
         self.clock = clock
         self.overflow = overflow
@@ -83,6 +87,8 @@ class ConductorFold:
         self.failed = 0
         self.bus_messages = 0
         self.api: dict[str, dict[int, int]] = {}  # never replaced: the dispatch loop holds it
+        #: method -> status -> when the series last changed (also bumped by the loop).
+        self.api_touched: dict[str, dict[int, float]] = {}
         self._api_series = 0
         self.agent_runs: dict[str, int] = {}
         self.fallbacks: dict[tuple[str, str], int] = {}
@@ -94,6 +100,14 @@ class ConductorFold:
         )
         assert isinstance(durations, HistogramFamily)
         self.run_durations = durations
+        #: Where finished runs note their exemplars, when the catalogue gives them a label.
+        self._exemplars = exemplars if durations.exemplar_label else None
+        if self._exemplars is not None:
+            self._exemplars.watch(self.exemplar_slots)
+        #: The event types whose handlers record exemplars (the dispatch loop tells them where).
+        self.indexed: tuple[type[EventBase], ...] = (
+            (RunFinished,) if self._exemplars is not None else ()
+        )
         #: The scalar families, refilled by ``families`` (the histogram is folded into).
         self._scalars: dict[str, Family] = {
             name: cat.build_family(spec, max_series=max_series, overflow=overflow)
@@ -141,7 +155,13 @@ class ConductorFold:
             duration = elapsed(start, ev.ts, now)
             if duration is None:
                 return
-        self.run_durations.observe((ev.agent or "unknown", status), duration, now=now)
+        series, bucket = self.run_durations.observe(
+            (ev.agent or "unknown", status), duration, now=now
+        )
+        exemplars = self._exemplars
+        if exemplars is not None:
+            ts = ev.ts
+            exemplars.record(series.exemplars, bucket, run_id, duration, now if ts is None else ts)
 
     def api_request(self, ev: ApiRequest, now: float) -> None:
         """A (method, status) series not counted yet (the dispatch loop bumps the known ones)."""
@@ -153,6 +173,7 @@ class ConductorFold:
         if status not in by_status:
             self._api_series += 1
         by_status[status] = by_status.get(status, 0) + 1
+        self.api_touched.setdefault(method, {})[status] = now
 
     def agent_fallback(self, ev: AgentFallback, now: float) -> None:
         fallbacks = self.fallbacks
@@ -174,6 +195,10 @@ class ConductorFold:
             return key
         self.overflow[family] = self.overflow.get(family, 0.0) + 1.0
         return overflow_key
+
+    def exemplar_slots(self) -> list[dict[int, Exemplar]]:
+        """The exemplar slots of every run-duration series (``ExemplarRecorder.watch``)."""
+        return [series.exemplars for series in self.run_durations.series.values()]
 
     # -- resets and reading --------------------------------------------------------
 
@@ -198,6 +223,7 @@ class ConductorFold:
                 self.bus_messages = 0
             case cat.API_REQUESTS:
                 self.api.clear()
+                self.api_touched.clear()
                 self._api_series = 0
             case cat.AGENT_RUNS:
                 self.agent_runs.clear()
@@ -212,12 +238,19 @@ class ConductorFold:
         """The conductor families, refilled; ``api_requests`` ((method, status) -> count) is
         added to ``conductor_api_requests_total`` for this render only."""
         api: dict[tuple[str, ...], float] = {
-            (method, OVERFLOW if method == OVERFLOW and status == 0 else str(status)): float(n)
+            _api_key(method, status): float(n)
             for method, by_status in self.api.items()
             for status, n in by_status.items()
         }
         for key, n in (api_requests or {}).items():
             api[key] = api.get(key, 0.0) + n
+        own = api_requests or {}
+        api_touched: dict[tuple[str, ...], float] = {  # the server's own: never stale
+            key: t
+            for method, by_status in self.api_touched.items()
+            for status, t in by_status.items()
+            if (key := _api_key(method, status)) not in own
+        }
         values: dict[str, dict[tuple[str, ...], float]] = {
             cat.ACTIVE_RUNS: {(): float(len(self.active))},
             cat.QUEUED_RUNS: {(): float(len(self.queued))},
@@ -231,6 +264,7 @@ class ConductorFold:
         touched: dict[str, dict[tuple[str, ...], float]] = {
             cat.AGENT_RUNS: {(agent,): t for agent, t in self.agent_runs_touched.items()},
             cat.AGENT_FALLBACKS: {key: t for key, t in self.fallbacks_touched.items()},
+            cat.API_REQUESTS: api_touched,
         }
         for name, series in values.items():
             family = self._scalars[name]
@@ -242,7 +276,9 @@ class ConductorFold:
     def forget(self, cutoff: float) -> None:
         """Free the labelled series last changed before ``cutoff`` (``forget_after_s``).
 
-        ``conductor_api_requests_total`` is never forgotten (see ``Projection``).
+        ``conductor_api_requests_total`` is only ever hidden: the dispatch loop bumps its
+        series without a handler, so no sweep could run before a bump (and method x
+        status is a handful of series).
         """
         for agent in [a for a, t in self.agent_runs_touched.items() if t < cutoff]:
             del self.agent_runs_touched[agent]
@@ -269,6 +305,9 @@ class ConductorFold:
             run_durations=family_to_state(self.run_durations),
             agent_runs_touched=dict(sorted(self.agent_runs_touched.items())),
             fallbacks_touched=sorted((f, t, at) for (f, t), at in self.fallbacks_touched.items()),
+            api_requests_touched=[
+                (m, s, t) for m, by_status in self.api_touched.items() for s, t in by_status.items()
+            ],
         )
 
     def restore(self, state: ConductorState) -> None:
@@ -281,6 +320,8 @@ class ConductorFold:
         for method, status, n in state.api_requests:
             self.api.setdefault(method, {})[status] = n
         self._api_series = len(state.api_requests)
+        for method, status, t in state.api_requests_touched:
+            self.api_touched.setdefault(method, {})[status] = t
         self.agent_runs = dict(state.agent_runs)
         self.fallbacks = {(f, t): n for f, t, n in state.fallbacks}
         self.agent_runs_touched = dict(state.agent_runs_touched)
@@ -288,4 +329,11 @@ class ConductorFold:
         durations = family_from_state(state.run_durations, clock=self.clock, overflow=self.overflow)
         if not isinstance(durations, HistogramFamily) or durations.name != cat.RUN_DURATION:
             raise ValueError("state: run_durations is not the run duration histogram")
+        if durations.exemplar_label != self.run_durations.exemplar_label:
+            raise ValueError("state: run_durations has another exemplar label")
         self.run_durations = durations
+
+
+def _api_key(method: str, status: int) -> tuple[str, str]:
+    """The labels of an ``api[method][status]`` series (the overflow series is (OVERFLOW, 0))."""
+    return method, OVERFLOW if method == OVERFLOW and status == 0 else str(status)

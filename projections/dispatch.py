@@ -10,9 +10,12 @@ events and compare the states they leave.
 ``events[start:]`` in order. For each event: its class must be one of
 ``spec.types`` (``KeyError`` otherwise) and is counted; a finite ``ts`` above
 ``now`` becomes ``now``; then ``bus_type`` events are only counted,
-``api_type`` events bump ``api[method][status]`` when that series exists and
-otherwise go to ``api_miss(event, now)``, and any other event goes to its
-handler (``None`` only advances the clock). The loop stops at the first
+``api_type`` events bump ``api[method][status]`` and set
+``api_touched[method][status] = now`` when both dicts hold the method and ``api``
+holds the status, and otherwise go to ``api_miss(event, now)``, and any other event goes
+to its handler (``None`` only advances the clock); before the handler of an ``indexed``
+type is called, the event's index in ``events`` is written to ``cursor[0]``
+(exemplars record where their event is). The loop stops at the first
 ``stop_type`` event, counted and its ``ts`` read but not handled: ``stop`` is
 its index (``len(events)`` when there is none) and ``counts`` lines up with
 ``spec.types``.
@@ -44,6 +47,9 @@ class FoldSpec(NamedTuple):
     ts_field: Any  # member descriptors the C loop reads slots through
     method_field: Any
     status_field: Any
+    indexed: tuple[type, ...]  # types whose handlers read the event's index in ``cursor``
+    cursor: list[int]  # one slot, written in place before each of their handlers
+    api_touched: dict[str, dict[int, Any]]  # method -> status -> clock of its last bump
 
 
 FoldRun = Callable[[list[Any], int, Any, FoldSpec], tuple[Any, int, tuple[int, ...]]]
@@ -65,32 +71,38 @@ def fold_run_python(
     if unknown:
         first = next(ev for ev in rest if type(ev) in unknown)
         rest = rest[: rest.index(first)]  # fold what precedes it, as the C loop does
-        now = _loop(rest, now, spec)
+        now = _loop(rest, start, now, spec)
         raise KeyError(type(first))
-    now = _loop(rest, now, spec)
+    now = _loop(rest, start, now, spec)
     return now, stop, tuple(by_class[cls] for cls in types)
 
 
-def _loop(events: Sequence[Any], now: Any, spec: FoldSpec) -> Any:
+def _loop(events: Sequence[Any], start: int, now: Any, spec: FoldSpec) -> Any:
+    """Fold ``events``, which begin at index ``start`` of the list folded."""
     handlers = dict(zip(spec.types, spec.handlers, strict=True))
-    api, api_miss = spec.api, spec.api_miss
+    api, api_touched, api_miss = spec.api, spec.api_touched, spec.api_miss
     api_type, bus_type, stop_type = spec.api_type, spec.bus_type, spec.stop_type
-    for ev in events:  # handlers that read the clock set it from ``now``
+    indexed, cursor = frozenset(spec.indexed), spec.cursor
+    for i, ev in enumerate(events, start):  # handlers that read the clock set it from ``now``
         ts = ev.ts
         if ts is not None and now < ts < _INF:
             now = ts
         cls = type(ev)
         if cls is api_type:
             by_status = api.get(ev.method)  # nested by method: no key tuple to hash
-            if by_status is not None:
+            touched = api_touched.get(ev.method)
+            if by_status is not None and touched is not None:
                 n = by_status.get(ev.status)
                 if n is not None:
                     by_status[ev.status] = n + 1
+                    touched[ev.status] = now
                     continue
             api_miss(ev, now)
         elif cls is not bus_type and cls is not stop_type:
             handler = handlers[cls]
             if handler is not None:
+                if cls in indexed:
+                    cursor[0] = i
                 handler(ev, now)
     return now
 

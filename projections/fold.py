@@ -25,6 +25,13 @@ Semantics where DESIGN.md is silent (what a production user expects):
   ``max_series_per_family``; loops beyond the limit are folded into one
   ``__overflow__`` loop, counted once per family each refused event updates.
 * Events with ``ts`` None (external writers) happen at ``clock.now``.
+* Stale series (``metrics.stale``): every labelled series fed by events is stamped
+  with the clock of the event that last changed it (a loop: of its last event).
+  ``series_ttl_s`` leaves those older than the ttl out of ``families()`` and
+  ``rollups()`` (a loop only once it is not running); ``forget_after_s`` frees them
+  at sweeps (``_sweep``), run before the first handler past each sweep boundary.
+  ``conductor_api_requests_total``, bumped by the dispatch loop without a handler,
+  is stamped there and hidden but never freed; unlabelled series never go stale.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from projections.clock import EventClock
 from projections.conductor import ConductorFold, ConductorState
 from projections.config import ProjectionConfig
 from projections.dispatch import FoldRun, FoldSpec, fold_run
+from projections.exemplars import ExemplarRecorder, PositionsOf
 from projections.metric_events import MetricFamilies
 from projections.metrics.families import CounterFamily, Family, GaugeFamily, OverflowCounts
 from projections.metrics.stale import StaleTest, forget_series, hide_series, stale_before
@@ -105,6 +113,7 @@ class ProjectionState(msgspec.Struct, kw_only=True):
     run_durations: FamilyState
     agent_runs_touched: dict[str, float] = {}
     fallbacks_touched: list[tuple[str, str, float]] = []
+    api_requests_touched: list[tuple[str, int, float]] = []
     loops: LoopFoldState
     custom: list[FamilyState]
     otel: OtelState
@@ -148,8 +157,11 @@ class Projection:
         classes = config.schema.classes  # the built-ins, then the declared types
         self._tags: dict[type[EventBase], str] = {cls: tag for tag, cls in classes.items()}
         self._by_class: dict[type[EventBase], int] = dict.fromkeys((*self._tags, *ticks), 0)
-        self._conductor = ConductorFold(config, catalogue.conductor, self.clock, self.overflow)
-        self._loops = LoopFold(config, catalogue.loop, self.clock, self.overflow)
+        self._exemplars = ExemplarRecorder()
+        self._conductor = ConductorFold(
+            config, catalogue.conductor, self.clock, self.overflow, self._exemplars
+        )
+        self._loops = LoopFold(config, catalogue.loop, self.clock, self.overflow, self._exemplars)
         self._metrics = MetricFamilies(config, catalogue, self.clock, self.overflow, self.rejected)
         self._rules = RuleFold(config, self.overflow)
         self._otel = OtelFold(
@@ -200,6 +212,9 @@ class Projection:
             ts_field=EventBase.ts,
             method_field=ApiRequest.method,
             status_field=ApiRequest.status,
+            indexed=(*self._conductor.indexed, *self._loops.indexed),
+            cursor=self._exemplars.cursor,
+            api_touched=self._conductor.api_touched,
         )
         self._bus_slot = types.index(BusMessage)
         self._run = run if run is not None else fold_run
@@ -212,12 +227,21 @@ class Projection:
         tags = self._tags
         return {tags[cls]: n for cls, n in self._by_class.items() if cls in tags}
 
-    def fold_batch(self, batch: Batch, events: list[Event] | None = None) -> None:
+    def fold_batch(
+        self,
+        batch: Batch,
+        events: list[Event] | None = None,
+        positions: PositionsOf | None = None,
+    ) -> None:
         """Fold a reader batch (events, corrupt and unknown counts); ``offset`` moves to its end.
 
-        ``events``, if given, is folded instead of ``batch.events`` (a filtered subset).
+        ``events``, if given, is folded instead of ``batch.events`` (a filtered subset),
+        and ``positions`` says where its events are in the log (exemplars need it).
         """
-        self.fold_events(batch.events if events is None else events)
+        if events is None:
+            self.fold_events(batch.events, batch.locator())
+        else:
+            self.fold_events(events, positions)
         if batch.corrupt:
             self.corrupt_lines += batch.corrupt
         if batch.unknown:
@@ -258,10 +282,22 @@ class Projection:
             for family in source.values():
                 forget_series(family, cutoff)
 
-    def fold_events(self, events: Iterable[Event]) -> None:
-        """Fold events in order (``offset`` is left alone)."""
+    def fold_events(self, events: Iterable[Event], positions: PositionsOf | None = None) -> None:
+        """Fold events in order (``offset`` is left alone).
+
+        ``positions`` gives the bus positions of the events at some indices of
+        ``events``: histogram exemplars point at their event by it. Without it (events
+        that are not read from a log) no exemplar is recorded.
+        """
         if not isinstance(events, list):
             events = list(events)
+        self._exemplars.start(positions)
+        try:
+            self._fold_list(events)
+        finally:  # what was folded keeps its exemplars
+            self._exemplars.settle()
+
+    def _fold_list(self, events: list[Event]) -> None:
         spec, run, by_class = self._spec, self._run, self._by_class
         i, n = 0, len(events)
         while i < n:
@@ -301,6 +337,7 @@ class Projection:
         ``conductor_api_requests_total`` for this render only: the server's own
         requests, which are not events.
         """
+        self._exemplars.resolve()
         loops: list[AnyFamily] = [*self._loops.families()]
         out: list[AnyFamily] = [
             *self._conductor.families(api_requests),
@@ -363,6 +400,7 @@ class Projection:
 
     def export_state(self) -> ProjectionState:
         """Everything folded, as records; ``Projection.from_state`` rebuilds an equal projection."""
+        self._exemplars.resolve()
         conductor = self._conductor.export_state()
         return ProjectionState(
             offset=self.offset,

@@ -89,7 +89,7 @@ _FIELDS_OF: Final[dict[str, tuple[str, ...]]] = {
         "run_durations",
     ),
     "bus_message": ("bus_messages",),
-    "api_request": ("api_requests",),
+    "api_request": ("api_requests", "api_requests_touched"),
     "agent_fallback": ("fallbacks", "fallbacks_touched"),
     "iteration_completed": ("loops",),
     "metric": ("custom", "rejected"),

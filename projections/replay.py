@@ -7,13 +7,14 @@ time is event time, never the wall clock.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from bus.config import duration_seconds
 from bus.errors import TallyError
 from bus.events import Event
 from bus.lines import Batch
 from projections.config import ProjectionConfig
+from projections.exemplars import PositionsOf
 from projections.exposition.openmetrics import OpenMetricsHistory
 from projections.fold import Projection
 
@@ -45,17 +46,26 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _until(events: list[Event], until_ts: float) -> list[Event]:
-    """Events with ``ts <= until_ts``; an unstamped event (``ts`` None) is kept."""
-    return [ev for ev in events if ev.ts is None or ev.ts <= until_ts]
+def _until(events: list[Event], until_ts: float) -> list[int]:
+    """Indices of the events with ``ts <= until_ts``; an unstamped event (``ts`` None) is kept."""
+    return [i for i, ev in enumerate(events) if ev.ts is None or ev.ts <= until_ts]
+
+
+def listed(positions: Sequence[int]) -> PositionsOf:
+    """``PositionsOf`` for events whose positions are all known already."""
+    return lambda indices: [positions[i] for i in indices]
 
 
 def fold_batch(projection: Projection, batch: Batch, until_ts: float | None = None) -> None:
     """Fold one batch into ``projection``; with ``until_ts``, its events with ``ts <= until_ts``."""
     if until_ts is None:
         projection.fold_batch(batch)
-    else:
-        projection.fold_batch(batch, _until(batch.events, until_ts))
+        return
+    kept = _until(batch.events, until_ts)
+    events, locate = batch.events, batch.locator()
+    projection.fold_batch(
+        batch, [events[i] for i in kept], lambda indices: locate([kept[i] for i in indices])
+    )
 
 
 def fold_batches(
@@ -142,7 +152,9 @@ class StepFold:
                 continue
             if ts <= self.boundary:
                 continue
-            projection.fold_events([e for _, e in pairs[start:i]])
+            projection.fold_events(
+                [e for _, e in pairs[start:i]], listed([o for o, _ in pairs[start:i]])
+            )
             start = i
             projection.offset = offset
             families = projection.families()
@@ -150,7 +162,9 @@ class StepFold:
                 history.add(self.boundary, families)
                 self.k += 1
                 self.boundary = self.t0 + self.k * self.step_s
-        projection.fold_batch(batch, [e for _, e in pairs[start:]])
+        projection.fold_batch(
+            batch, [e for _, e in pairs[start:]], listed([o for o, _ in pairs[start:]])
+        )
 
     def render(self) -> bytes:
         """The history so far, ending with the sample set at the last boundary, and ``# EOF``."""

@@ -24,7 +24,7 @@ __all__ = [
     "read_snapshot_meta",
 ]
 
-SNAPSHOT_VERSION: Final = 3
+SNAPSHOT_VERSION: Final = 4  # 3: histogram exemplars; 4: when each series last changed
 _FORMAT: Final = "tally-snapshot"
 
 

@@ -28,11 +28,15 @@ from projections.exposition.negotiate import negotiate
 from projections.metrics.families import CounterFamily, GaugeFamily
 from projections.metrics.summary import AnyFamily
 from server.conductor.bridge import ConductorBridge
+from server.history import HistoryService
 from server.http.routing import Handler, Request, Response, Router, gzip_if_accepted
+from server.live.compact import list_bases
 from server.live.group_commit import GroupCommitter
 from server.live.sse import SseHub, Subscriber
 from server.live.worker import ProjectionWorker
+from server.log_query import handle_log
 from server.otlp.receiver import OtlpReceiver
+from server.page import PageAssets
 
 __all__ = ["App", "tally_version"]
 
@@ -82,11 +86,14 @@ class App:
         self.started = time.monotonic()
         self.requests: dict[tuple[str, str], float] = {}
         self.version = tally_version()
+        self.history = HistoryService(worker)
         router = Router()
         self._read("/metrics", self.metrics, router)
         self._read("/api/v1/metrics", self.api_metrics, router)
         self._read("/api/v1/status", self.status, router)
         self._read("/api/v1/stream", self.stream, router)
+        self._read("/api/v1/history", self.history.handle, router)
+        self._read("/api/v1/log", self.log, router)
         router.add("/healthz", ["GET"], self.healthz)
         router.add("/readyz", ["GET"], self.readyz)
         router.add("/api/v1/events", ["POST"], self._guard(self.post_events))
@@ -94,6 +101,7 @@ class App:
         self.otlp = otlp if otlp is not None else OtlpReceiver(committer)
         router.add("/v1/metrics", ["POST"], self._guard(self.otlp.metrics))
         router.add("/v1/logs", ["POST"], self._guard(self.otlp.logs))
+        PageAssets.load().route(router)  # the live page: GET /, /page/*; never guarded
         self.router = router
 
     async def __call__(self, request: Request) -> Response:
@@ -211,6 +219,7 @@ class App:
             "first_position": worker.first_position,
             "skipped_from": worker.skipped_from,
             "skipped_to": worker.skipped_to,
+            "base_position": next(iter(list_bases(worker.data_dir)), (None,))[0],
             "lag_bytes": max(0, end - projection.offset),
             "events_by_type": dict(sorted(projection.events_by_type.items())),
             "corrupt_lines": projection.corrupt_lines,
@@ -220,6 +229,7 @@ class App:
             "last_checkpoint": None
             if last is None
             else {"offset": last.offset, "age_s": max(0.0, time.time() - last.mtime)},
+            "history": asdict(self.history.stats),
             "ingest": {
                 "groups_written": self.committer.groups_written,
                 "events_written": self.committer.events_written,
@@ -268,6 +278,9 @@ class App:
             prefix = doc.get("prefix", prefix)
         offsets = await self.committer.submit([MetricsReset(prefix=prefix)])
         return Response.json(200, {"prefix": prefix, "offset": offsets[0]})
+
+    async def log(self, request: Request) -> Response:
+        return await handle_log(self.worker.bus, request)  # LogQueryError: 400
 
     async def stream(self, request: Request) -> Response:
         try:

@@ -196,7 +196,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         async with bus:
-            position = args.from_offset
+            position = args.from_offset if args.from_offset is not None else await bus.first()
             try:
                 async for batch in bus.read(position):
                     out.write(_tail_lines(batch))
@@ -533,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check, parser=check)
 
     tail = sub.add_parser("tail", parents=[common], help="print events as JSONL with offsets")
-    tail.add_argument("--from-offset", type=_offset, default=0, metavar="N")
+    tail.add_argument(
+        "--from-offset", type=_offset, metavar="N", help="default: the first event the log holds"
+    )
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     tail.set_defaults(func=cmd_tail, parser=tail)
 

@@ -1,17 +1,25 @@
 """A synthetic workload for `tally serve --demo`: live numbers for a newcomer.
 
 Conductor runs, message-bus traffic, API requests and two Ralph loops, a
-small batch every ``period_s``, appended through the same group committer as
-HTTP ingest. Seeded, so two demos tell the same story.
+small batch every ``period_s`` (one a second), appended through the same group committer as
+HTTP ingest. Seeded, so two demos tell the same story. On an empty log the
+demo first writes the past hour of the same story (``seed_history``: a batch
+every ``PERIOD_S`` of event time, as live, some 30,000 events), so the
+history the live page draws is there at once.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
+from typing import Final
 
 import anyio
+import anyio.abc
+import msgspec
 
+from bus.contract import Bus
 from bus.events import (
     AgentFallback,
     ApiRequest,
@@ -31,7 +39,14 @@ from bus.events import (
 )
 from server.live.group_commit import GroupCommitter
 
-__all__ = ["demo_batches", "run_demo"]
+__all__ = ["demo_batches", "run_demo", "seed_history"]
+
+#: How much past the demo writes on an empty log.
+HISTORY_S: Final = 3600.0
+#: One batch per this much time, live and in the past hour alike, so rates agree at "now".
+PERIOD_S: Final = 1.0
+#: Past batches appended per submission.
+_SEED_CHUNK: Final = 120
 
 AGENTS = ("claude", "codex", "gemini")
 PROJECTS = ("website", "billing")
@@ -65,7 +80,7 @@ def demo_batches(seed: int = 7) -> Iterator[list[Event]]:
             batch.append(RunQueued(run_id=run[0], project=run[1], agent=run[2]))
             batch.append(RunStarted(run_id=run[0], project=run[1], agent=run[2]))
             running.append(run)
-        if running and rng.random() < 0.45:
+        if running and rng.random() < (0.45 if len(running) < 12 else 0.6):  # about 12 active
             run_id, project, agent = running.pop(0)
             failed = rng.random() < 0.15
             batch.append(
@@ -152,8 +167,51 @@ def _loop_step(loop: _Loop, rng: random.Random) -> list[Event]:
     return out
 
 
-async def run_demo(committer: GroupCommitter, *, period_s: float = 0.25, seed: int = 7) -> None:
-    """Append a demo batch every ``period_s`` until cancelled."""
-    for batch in demo_batches(seed):
+async def seed_history(
+    committer: GroupCommitter,
+    batches: Iterator[list[Event]],
+    *,
+    now: float,
+    history_s: float = HISTORY_S,
+    period_s: float = PERIOD_S,
+) -> int:
+    """Append the next batches of ``batches`` stamped one per ``period_s`` over the
+    ``history_s`` before ``now``; how many events."""
+    count = int(history_s // period_s)
+    events: list[Event] = []
+    written = 0
+    for i in range(count):
+        ts = now - history_s + i * period_s
+        events.extend(msgspec.structs.replace(ev, ts=ts) for ev in next(batches))
+        if (i + 1) % _SEED_CHUNK == 0 or i + 1 == count:
+            await committer.submit(events)
+            written += len(events)
+            events = []
+    return written
+
+
+async def _empty(bus: Bus) -> bool:
+    """Whether the log holds no line at all (its first batch, if any, says)."""
+    async for batch in bus.read(await bus.first()):
+        return not (batch.events or batch.corrupt or batch.unknown)
+    return True
+
+
+async def run_demo(
+    committer: GroupCommitter,
+    *,
+    period_s: float = PERIOD_S,
+    seed: int = 7,
+    history_s: float = HISTORY_S,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Write the past ``history_s`` if the log is empty (then report started), then a demo
+    batch every ``period_s`` until cancelled."""
+    batches = demo_batches(seed)
+    bus = committer.bus
+    if history_s > 0 and await _empty(bus):
+        await seed_history(committer, batches, now=time.time(), history_s=history_s)
+    task_status.started()
+    for batch in batches:
         await committer.submit(batch)
         await anyio.sleep(period_s)

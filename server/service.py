@@ -121,14 +121,16 @@ async def _serve(
     options: ServeOptions, bus: Bus, *, task_status: anyio.abc.TaskStatus[int]
 ) -> None:
     config = options.config
+    on_files = bus.url.startswith("file:")
     worker = ProjectionWorker(
         options.data_dir,
         bus,
         config.projection_config(),
         checkpoint_every_events=config.server.checkpoint_every_events,
         checkpoint_every_s=config.server.checkpoint_every_s,
-        retain_bytes=config.bus.retain_bytes if bus.url.startswith("file:") else None,
-        retain_age_s=config.bus.retain_age_s if bus.url.startswith("file:") else None,
+        retain_bytes=config.bus.retain_bytes if on_files else None,
+        retain_age_s=config.bus.retain_age_s if on_files else None,
+        keep_base=not on_files and (config.bus.nats.max_bytes > 0 or config.bus.nats.max_age_s > 0),
     )
     hub = SseHub(
         lambda: worker.projection.families(),  # noqa: PLW0108 (restore replaces it)
@@ -180,18 +182,19 @@ async def _serve(
             if bridge is not None:
                 services.start_soon(partial(bridge.run, follow=True))
             services.start_soon(_tick_hub, hub, lambda: worker.projection.offset)
+            services.start_soon(app.history.run)  # keyframes for /api/v1/history
             if isinstance(bus, FileBus) and config.bus.durability == "interval":
                 services.start_soon(_every, config.bus.fsync_interval_s, bus.sync)
             if options.handle_signals:
                 services.start_soon(_on_signal, servers)
+            if options.demo:  # started once its past hour is written (on an empty log)
+                await services.start(run_demo, committer)
             port = await services.start(http.serve)
             print(f"tally listening on {_url(options.host, port)}", flush=True)
             for extra in servers[1:]:
                 otlp_port = await services.start(extra.serve)
                 print(f"tally OTLP receiver on {_url(options.host, otlp_port)}", flush=True)
             log.info("data dir %s, bus %s, %s", options.data_dir, bus.url, _durability(bus, config))
-            if options.demo:
-                services.start_soon(run_demo, committer)
             task_status.started(port)
             for server in servers:
                 await server.wait_closed()

@@ -65,6 +65,7 @@ CONDUCTOR: Final[tuple[FamilySpec, ...]] = (
         "agent",
         "status",
         buckets=RUN_DURATION_BUCKETS,
+        exemplar="run_id",
     ),
 )
 

@@ -81,6 +81,9 @@ class LoopFamily(msgspec.Struct, frozen=True, kw_only=True):
     setting: str = ""
     #: The values of its last label, when the fold fixes them.
     label_values: tuple[str, ...] = ()
+    #: A histogram's exemplar label (``FamilySpec.exemplar``); such a row holds its
+    #: bucket counts, its sum, then its exemplars.
+    exemplar: str = ""
 
     @property
     def per_loop(self) -> bool:
@@ -110,7 +113,8 @@ LOOP: Final[tuple[LoopFamily, ...]] = (
         buckets=ITERATION_BUCKETS,
         setting="iteration_buckets",
         feeds=_ITERATION,
-        holds=("duration_counts", "duration_sum"),
+        holds=("duration_counts", "duration_sum", "duration_exemplars"),
+        exemplar="loop_id",
     ),
     LoopFamily(
         suffix="iterations_with_progress_total",
@@ -275,6 +279,7 @@ def loop_specs(prefix: str, iteration_buckets: Sequence[float]) -> dict[str, Fam
             row.help,
             *row.labels,
             buckets=settings.get(row.setting, row.buckets),
+            exemplar=row.exemplar,
         )
         for row in LOOP
     }

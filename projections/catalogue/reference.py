@@ -61,9 +61,14 @@ def _labels(names: Sequence[str], values: Sequence[str] = ()) -> str:
     return f"{text} ({', '.join(values)})" if values else text
 
 
+def _exemplars(label: str) -> str:
+    """What a histogram's buckets carry besides counts (see the README's Exemplars)."""
+    return f"; exemplars: `{label}`, `offset`" if label else ""
+
+
 def _family_row(spec: FamilySpec) -> tuple[str, ...]:
     name, labels, buckets = f"`{spec.name}`", _labels(spec.label_names), _numbers(spec.buckets)
-    return (name, spec.kind, labels, buckets, spec.help)
+    return (name, spec.kind, labels, buckets + _exemplars(spec.exemplar), spec.help)
 
 
 def _feed(feed: Feed) -> str:
@@ -76,6 +81,7 @@ def _loop_row(row: LoopFamily) -> tuple[str, ...]:
     buckets = _numbers(row.buckets)
     if row.setting:
         buckets += f" (default; setting `{row.setting}`)"
+    buckets += _exemplars(row.exemplar)
     return (
         f"`{LOOP_PREFIX}_{row.suffix}`",
         row.kind,

@@ -31,13 +31,29 @@ class FamilySpec(msgspec.Struct, frozen=True, kw_only=True):
     help: str
     label_names: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
+    #: A histogram's exemplar label: each bucket keeps the latest observation with the
+    #: value of this field of its event (``run_id``, ``loop_id``) and the event's bus
+    #: position (``offset``). ``""``: no exemplars.
+    exemplar: str = ""
 
 
 def spec(
-    name: str, kind: Kind, help: str, *labels: str, buckets: Sequence[float] = ()
+    name: str,
+    kind: Kind,
+    help: str,
+    *labels: str,
+    buckets: Sequence[float] = (),
+    exemplar: str = "",
 ) -> FamilySpec:
     """A ``FamilySpec``, written the way the catalogue's tables read."""
-    return FamilySpec(name=name, kind=kind, help=help, label_names=labels, buckets=tuple(buckets))
+    return FamilySpec(
+        name=name,
+        kind=kind,
+        help=help,
+        label_names=labels,
+        buckets=tuple(buckets),
+        exemplar=exemplar,
+    )
 
 
 def build_family(
@@ -64,6 +80,7 @@ def build_family(
                 bounds=spec.buckets,
                 max_series=max_series,
                 overflow=overflow,
+                exemplar_label=spec.exemplar,
             )
         case _:
             raise ValueError(f"the catalogue has no {spec.kind} families ({spec.name})")

@@ -14,7 +14,7 @@ from typing import Final
 
 import msgspec
 
-from projections.exposition.text import format_float
+from projections.exposition.text import exemplar_labels, format_float
 from projections.metrics.families import CounterFamily, GaugeFamily, HistogramFamily, Labels
 from projections.metrics.summary import QUANTILES, AnyFamily, SummaryFamily
 
@@ -47,16 +47,25 @@ def _series(family: AnyFamily) -> list[dict[str, object]]:
         case HistogramFamily():
             les = [format_float(b) for b in family.bounds] + ["+Inf"]
             out: list[dict[str, object]] = []
+            label = family.exemplar_label
             for k in sorted(family.series):
                 s = family.series[k]
-                out.append(
-                    {
-                        "labels": _labels(names, k),
-                        "buckets": dict(zip(les, accumulate(s.counts), strict=True)),
-                        "sum": json_number(s.sum),
-                        "count": s.count,
+                row: dict[str, object] = {
+                    "labels": _labels(names, k),
+                    "buckets": dict(zip(les, accumulate(s.counts), strict=True)),
+                    "sum": json_number(s.sum),
+                    "count": s.count,
+                }
+                if label and s.exemplars:
+                    row["exemplars"] = {
+                        les[bucket]: {
+                            "labels": exemplar_labels(label, e),
+                            "value": json_number(e.value),
+                            "ts": json_number(e.ts),
+                        }
+                        for bucket, e in sorted(s.exemplars.items())
                     }
-                )
+                out.append(row)
             return out
         case SummaryFamily():
             out = []
@@ -86,7 +95,9 @@ def render_json(
     Each family is ``{"name", "type", "help", "labels": [names], "series": [...]}``;
     a counter or gauge series is ``{"labels": {name: value}, "value": v}``, a
     histogram series ``{"labels", "buckets": {le: cumulative count}, "sum",
-    "count"}`` (``le`` as in the text format, ending ``"+Inf"``), a summary series
+    "count"}`` (``le`` as in the text format, ending ``"+Inf"``) and, when it has any,
+    ``"exemplars": {le: {"labels": {"run_id": ..., "offset": "123"}, "value", "ts"}}``
+    (the latest observation per bucket, its event's bus position), a summary series
     ``{"labels", "quantiles": {"0.5": v, "0.9": v, "0.99": v}, "sum", "count"}``.
     ``loops`` defaults to ``{}``; ``extra`` adds top-level keys (not these two).
     """

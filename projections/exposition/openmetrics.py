@@ -41,11 +41,13 @@ def render_openmetrics(families: Iterable[AnyFamily]) -> bytes:
     """One exposition ending ``# EOF``: counters as ``name_total``; histograms as
     cumulative ``_bucket{le=...}``, ``_count``, ``_sum``; summaries as
     ``{quantile=...}``, ``_count``, ``_sum``. ``le`` and ``quantile`` values are
-    canonical numbers (``1.0``, ``0.5``, ``+Inf``)."""
+    canonical numbers (``1.0``, ``0.5``, ``+Inf``). A histogram with an exemplar label
+    writes each bucket's exemplar after its count:
+    ``_bucket{le="5.0"} 3 # {run_id="r1",offset="1234"} 4.2 1700000000.5``."""
     parts: list[str] = []
     for family in sorted(families, key=_by_name):
         parts.append("\n" + _metadata(family))
-        parts += family_samples(family, openmetrics=True).parts
+        parts += family_samples(family, openmetrics=True, exemplars=True).parts
     if not parts:
         return _EOF.encode()
     parts[0] = parts[0][1:]
@@ -79,7 +81,9 @@ class OpenMetricsHistory:
     ``promtool tsdb create-blocks-from openmetrics`` imports. ``add`` keeps text,
     not state, so families may change after it returns. A point added again at
     the same time replaces the earlier one. A family whose type changes keeps
-    the first type seen; its samples of another type are left out.
+    the first type seen; its samples of another type are left out. Exemplars are
+    left out too: each is the latest of its bucket as of the end of the log, not of
+    a point in the history.
     """
 
     __slots__ = ("_families",)

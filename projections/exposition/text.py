@@ -14,17 +14,21 @@ from weakref import WeakKeyDictionary
 
 from projections.metrics.families import (
     CounterFamily,
+    Exemplar,
     GaugeFamily,
     HistogramFamily,
+    HistogramSeries,
     Labels,
     _FamilyBase,
 )
 from projections.metrics.summary import QUANTILES, AnyFamily, SummaryFamily
 
 __all__ = [
+    "EXEMPLAR_LABELS_MAX",
     "FamilySamples",
     "escape_help",
     "escape_label_value",
+    "exemplar_labels",
     "family_samples",
     "format_canonical",
     "format_float",
@@ -116,6 +120,35 @@ def render_labels(
     if extra is not None:
         pairs.append(f'{extra[0]}="{escape_label_value(extra[1])}"')
     return "{" + ",".join(pairs) + "}" if pairs else ""
+
+
+#: OpenMetrics 1.0: an exemplar's label names and values hold at most 128 UTF-8 characters.
+EXEMPLAR_LABELS_MAX: Final = 128
+
+
+def exemplar_labels(label: str, exemplar: Exemplar) -> dict[str, str]:
+    """``{label: ident, "offset": "<bus position>"}``: whose observation, and where its event is."""
+    return {label: exemplar.ident, "offset": str(exemplar.offset)}
+
+
+def _exemplar_text(label: str, exemplar: Exemplar) -> str:
+    """`` # {run_id="r1",offset="1234"} 4.2 1700000000.5`` after a bucket's count, or ``""``
+    when the label set is longer than ``EXEMPLAR_LABELS_MAX`` characters (left out)."""
+    labels = exemplar_labels(label, exemplar)
+    if sum(len(k) + len(v) for k, v in labels.items()) > EXEMPLAR_LABELS_MAX:
+        return ""
+    text = (
+        f" # {render_labels(tuple(labels), tuple(labels.values()))} {format_float(exemplar.value)}"
+    )
+    ts = repr(exemplar.ts)
+    if "e" in ts or "n" in ts:  # not finite, or no fixed notation: the timestamp is optional
+        return text
+    return f"{text} {ts}"
+
+
+def _with_exemplars(texts: list[str], label: str, series: HistogramSeries) -> None:
+    for bucket, exemplar in series.exemplars.items():
+        texts[bucket] += _exemplar_text(label, exemplar)
 
 
 # -- derived render cache -----------------------------------------------------------
@@ -251,10 +284,15 @@ def scalar_samples(
 
 
 def histogram_samples(
-    family: HistogramFamily, le_text: Callable[[float], str], count_first: bool, key: Hashable
+    family: HistogramFamily,
+    le_text: Callable[[float], str],
+    count_first: bool,
+    key: Hashable,
+    exemplars: bool = False,
 ) -> FamilySamples:
     """Cumulative ``_bucket{...,le=...}`` samples up to ``+Inf``, then ``_sum`` and ``_count``
-    (``_count`` first when ``count_first``)."""
+    (``_count`` first when ``count_first``); with ``exemplars``, a bucket's count is followed
+    by its exemplar (OpenMetrics), if the family has an exemplar label."""
     cache: SeriesCache[tuple[str, ...]] = series_cache(family, key)
     names = family.label_names
     name = "\n" + family.name
@@ -268,8 +306,11 @@ def histogram_samples(
 
     rows = cache.rows(family.series, build)
     parts: list[str] = []
+    label = family.exemplar_label if exemplars else ""
     for heads, series in zip(cache.heads, rows, strict=True):
         texts = list(map(str, accumulate(series.counts)))
+        if label and series.exemplars:
+            _with_exemplars(texts, label, series)
         if count_first:
             texts += (str(series.count), format_float(series.sum))
         else:
@@ -306,8 +347,11 @@ def summary_samples(
     return FamilySamples(cache.order, parts, len(qs) + 2)
 
 
-def family_samples(family: AnyFamily, *, openmetrics: bool) -> FamilySamples:
-    """The samples of any family in Prometheus 0.0.4 or OpenMetrics 1.0 layout."""
+def family_samples(
+    family: AnyFamily, *, openmetrics: bool, exemplars: bool = False
+) -> FamilySamples:
+    """The samples of any family in Prometheus 0.0.4 or OpenMetrics 1.0 layout; ``exemplars``
+    (OpenMetrics only) adds the histogram buckets' exemplars."""
     fmt = "openmetrics" if openmetrics else "prometheus"
     number = format_canonical if openmetrics else format_float
     match family:
@@ -319,7 +363,7 @@ def family_samples(family: AnyFamily, *, openmetrics: bool) -> FamilySamples:
         case GaugeFamily():
             return scalar_samples(family, family.name, (fmt, family.name))
         case HistogramFamily():
-            return histogram_samples(family, number, openmetrics, fmt)
+            return histogram_samples(family, number, openmetrics, fmt, openmetrics and exemplars)
         case SummaryFamily():
             return summary_samples(family, number, openmetrics, fmt)
     raise TypeError(f"not a metric family: {family!r}")

@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Final, Literal
 
+import msgspec
+
 from bus.errors import TallyError
 
 __all__ = [
     "OVERFLOW",
     "CounterFamily",
+    "Exemplar",
     "Family",
     "GaugeFamily",
     "HistogramFamily",
@@ -177,19 +180,42 @@ class GaugeFamily(_ScalarFamily):
             self.touched[labels] = now
 
 
-class HistogramSeries:
-    """Per-bucket (not cumulative) counts; the last slot is ``+Inf``."""
+class Exemplar(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The latest observation that fell in a bucket: whose it was and where it is in the log.
 
-    __slots__ = ("count", "counts", "sum")
+    ``ident`` is the value of the family's ``exemplar_label`` (a ``run_id`` or a
+    ``loop_id``), ``offset`` the event's bus position, ``ts`` its event time. Not
+    tracked by the garbage collector (it holds no containers): folds make one per
+    observation.
+    """
+
+    ident: str
+    value: float
+    ts: float
+    offset: int
+
+
+class HistogramSeries:
+    """Per-bucket (not cumulative) counts; the last slot is ``+Inf``.
+
+    ``exemplars`` (bucket index -> ``Exemplar``) is filled only in a family with an
+    ``exemplar_label``.
+    """
+
+    __slots__ = ("count", "counts", "exemplars", "sum")
 
     def __init__(self, nbuckets: int) -> None:
         self.counts: list[int] = [0] * (nbuckets + 1)
         self.sum = 0.0
         self.count = 0
+        self.exemplars: dict[int, Exemplar] = {}
 
 
 class HistogramFamily(_FamilyBase):
-    __slots__ = ("bounds", "series")
+    """Histogram series; ``exemplar_label`` (``""``: none) names the label of its exemplars
+    (beside ``offset``), as the catalogue declares it."""
+
+    __slots__ = ("bounds", "exemplar_label", "series")
     kind: Kind = "histogram"
 
     def __init__(
@@ -201,25 +227,35 @@ class HistogramFamily(_FamilyBase):
         bounds: Sequence[float],
         max_series: int = DEFAULT_MAX_SERIES,
         overflow: OverflowCounts | None = None,
+        exemplar_label: str = "",
     ) -> None:
         super().__init__(name, help, label_names, max_series=max_series, overflow=overflow)
         if "le" in self.label_names:
             raise MetricNameError(f"histogram {name!r} may not use the label 'le'")
         self.bounds: tuple[float, ...] = validate_bounds(bounds)
         self.series: dict[Labels, HistogramSeries] = {}
+        self.exemplar_label = exemplar_label and validate_label_name(exemplar_label)
 
-    def observe(self, labels: Labels, value: float, *, now: float | None = None) -> None:
+    def observe(
+        self, labels: Labels, value: float, *, now: float | None = None
+    ) -> tuple[HistogramSeries, int]:
+        """Count ``value``; the series it went to and its bucket index (for an exemplar).
+
+        ``now`` (the event clock), if given, is when the series changed.
+        """
         series = self.series.get(labels)
         if series is None:
             labels = self._admit(labels, len(self.series))
             series = self.series.get(labels)
             if series is None:
                 series = self.series[labels] = HistogramSeries(len(self.bounds))
-        series.counts[bisect_left(self.bounds, value)] += 1
+        bucket = bisect_left(self.bounds, value)
+        series.counts[bucket] += 1
         series.sum += value
         series.count += 1
         if now is not None:
             self.touched[labels] = now
+        return series, bucket
 
     def add(
         self,

@@ -14,6 +14,7 @@ import msgspec
 from projections.clock import EventClock
 from projections.metrics.families import (
     CounterFamily,
+    Exemplar,
     GaugeFamily,
     HistogramFamily,
     HistogramSeries,
@@ -50,6 +51,8 @@ class HistogramSeriesState(msgspec.Struct, frozen=True, array_like=True):
     counts: list[int]
     sum: float
     count: int
+    #: Bucket index -> its exemplar, by bucket (only in a family with an exemplar label).
+    exemplars: dict[int, Exemplar] = {}
 
 
 class AgeBucketState(msgspec.Struct, frozen=True, array_like=True):
@@ -90,6 +93,7 @@ class GaugeState(_FamilyHead, frozen=True, tag="gauge"):
 class HistogramState(_FamilyHead, frozen=True, tag="histogram"):
     bounds: tuple[float, ...]
     series: list[HistogramSeriesState]
+    exemplar_label: str = ""
     #: When each series last changed (event clock), in label order.
     touched: list[LabeledValue] = []
 
@@ -195,7 +199,9 @@ def family_to_state(family: AnyFamily) -> FamilyState:
             )
         case HistogramFamily():
             series = [
-                HistogramSeriesState(labels, list(s.counts), s.sum, s.count)
+                HistogramSeriesState(
+                    labels, list(s.counts), s.sum, s.count, dict(sorted(s.exemplars.items()))
+                )
                 for labels, s in sorted(family.series.items(), key=_by_labels)
             ]
             return HistogramState(
@@ -205,6 +211,7 @@ def family_to_state(family: AnyFamily) -> FamilyState:
                 family.max_series,
                 family.bounds,
                 series,
+                family.exemplar_label,
                 _values(family.touched),
             )
         case SummaryFamily():
@@ -226,6 +233,7 @@ def _histogram_from_state(
         bounds=state.bounds,
         max_series=state.max_series,
         overflow=overflow,
+        exemplar_label=state.exemplar_label,
     )
     for s in state.series:
         if len(s.counts) != len(family.bounds) + 1:
@@ -234,6 +242,9 @@ def _histogram_from_state(
         series.counts = list(s.counts)
         series.sum = s.sum
         series.count = s.count
+        if any(not 0 <= bucket < len(s.counts) for bucket in s.exemplars):
+            raise ValueError(f"histogram {state.name!r}: an exemplar outside the buckets")
+        series.exemplars = dict(s.exemplars)
     _restore_touched(family.touched, state)
     return family
 

@@ -69,8 +69,10 @@ def _series(row: LoopFamily) -> tuple[tuple[tuple[str, ...], Reader], ...]:
 
 
 def _histogram(row: LoopFamily) -> Callable[[LoopState], HistogramSeries]:
-    """A histogram holds its per-bucket counts, then its sum (then roll-up only fields)."""
+    """A histogram holds its per-bucket counts, then its sum, then its exemplars if it has
+    an exemplar label (then roll-up only fields)."""
     counts_of, sum_of = attrgetter(row.holds[0]), attrgetter(row.holds[1])
+    exemplars_of = attrgetter(row.holds[2]) if row.exemplar else None
 
     def series(s: LoopState) -> HistogramSeries:
         counts: list[int] = counts_of(s)
@@ -78,6 +80,8 @@ def _histogram(row: LoopFamily) -> Callable[[LoopState], HistogramSeries]:
         out.counts = list(counts)
         out.sum = sum_of(s)
         out.count = sum(counts)
+        if exemplars_of is not None:
+            out.exemplars = exemplars_of(s)  # read at render, before the next fold
         return out
 
     return series

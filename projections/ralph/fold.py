@@ -29,7 +29,8 @@ from bus.events import (
 from projections import catalogue as cat
 from projections.clock import EventClock, elapsed
 from projections.config import ProjectionConfig
-from projections.metrics.families import OVERFLOW, Family, OverflowCounts
+from projections.exemplars import ExemplarRecorder
+from projections.metrics.families import OVERFLOW, Exemplar, Family, OverflowCounts
 from projections.metrics.state import FamilyState, family_from_state, family_to_state
 from projections.metrics.summary import SummaryFamily
 from projections.ralph.families import loop_families
@@ -94,6 +95,7 @@ class LoopFold:
         specs: dict[str, cat.FamilySpec],
         clock: EventClock,
         overflow: OverflowCounts,
+        exemplars: ExemplarRecorder | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -107,6 +109,14 @@ class LoopFold:
         #: (presence bit, family name) of every per-loop family, for overflow accounting.
         self._bit_names = tuple((BIT[suffix], specs[suffix].name) for suffix in BIT)
         self._bounds = config.iteration_buckets
+        #: Where iterations note their exemplars, when the catalogue gives the family a label.
+        self._exemplars = exemplars if specs[_SKETCHED].exemplar else None
+        if self._exemplars is not None:
+            self._exemplars.watch(self.exemplar_slots)
+        #: The event types whose handlers record exemplars (the dispatch loop tells them where).
+        self.indexed: tuple[type[EventBase], ...] = (
+            (IterationCompleted,) if self._exemplars is not None else ()
+        )
         self.loops: dict[str, LoopState] = {}
         self.active_loops: dict[str, None] = {}
         self.sketch = self._new_sketch()
@@ -201,11 +211,21 @@ class LoopFold:
         s.last_ts = now
         if ev.ts is None:  # it happened at the clock: keep that with it
             ev = msgspec.structs.replace(ev, ts=now)
+        exemplars = self._exemplars
+        if exemplars is not None:  # where it is, noted while its index is known
+            base = exemplars.base
+            s.codes.append(None if base is None else base - exemplars.cursor[0])
         s.iterations.append(ev)
         self._unsettled += 1
         if self._unsettled >= _SETTLE_EVERY:
             self.clock.now = now
             self.settle()
+
+    def exemplar_slots(self) -> list[dict[int, Exemplar]]:
+        """Every loop's iteration-duration exemplar slots (``ExemplarRecorder.watch``),
+        the iterations waiting settled first (they write their exemplars then)."""
+        self.settle()
+        return [s.duration_exemplars for s in self.loops.values()]
 
     def settle(self) -> None:
         """Fold the iterations waiting in each loop's list into its state (see the class)."""
@@ -215,7 +235,8 @@ class LoopFold:
         for loop_id, s in self.loops.items():
             if s.iterations:
                 iterations, s.iterations = s.iterations, []
-                self._settle(loop_id, s, iterations)
+                codes, s.codes = s.codes, []
+                self._settle(loop_id, s, iterations, codes)
         if len(self._pending_loops) >= _PENDING_LIMIT:
             self._trim_pending()
 
@@ -223,23 +244,37 @@ class LoopFold:
         """Fold the iterations waiting in one loop's list (``settle`` for one loop)."""
         if s.iterations:
             iterations, s.iterations = s.iterations, []
+            codes, s.codes = s.codes, []
             self._unsettled -= len(iterations)
-            self._settle(loop_id, s, iterations)
+            self._settle(loop_id, s, iterations, codes)
             if len(self._pending_loops) >= _PENDING_LIMIT:
                 self._trim_pending()
 
-    def _settle(self, loop_id: str, s: LoopState, iterations: list[IterationCompleted]) -> None:
-        """What folding ``iterations`` one by one, in order, does to ``s`` (in local variables)."""
+    def _settle(
+        self,
+        loop_id: str,
+        s: LoopState,
+        iterations: list[IterationCompleted],
+        codes: list[int | None],
+    ) -> None:
+        """What folding ``iterations`` one by one, in order, does to ``s`` (in local variables).
+
+        ``codes`` (empty without exemplars) says where each iteration is in the log
+        (``ExemplarRecorder.base``): the latest of each bucket becomes its exemplar.
+        """
         bounds, counts = self._bounds, s.duration_counts
         ok = with_progress = files = 0
         total, streak, score = s.duration_sum, s.no_progress_streak, s.score
         scores: list[float] = []
         ts_column, durations = self._pending_ts, self._pending_durations
-        for ev in iterations:
+        latest: dict[int, int] = {}  # bucket -> the index of its latest iteration
+        for k, ev in enumerate(iterations):
             if ev.success:
                 ok += 1
             duration = ev.duration_s
-            counts[bisect_left(bounds, duration)] += 1
+            bucket = bisect_left(bounds, duration)
+            counts[bucket] += 1
+            latest[bucket] = k
             total += duration
             if ev.made_progress:
                 with_progress += 1
@@ -265,6 +300,13 @@ class LoopFold:
             s.scores.extend(scores)
             s.seen |= _SCORED
         self._pending_loops.extend(repeat(loop_id, n))
+        if codes:
+            slots = s.duration_exemplars
+            for bucket, k in latest.items():
+                code = codes[k]
+                if code is not None:  # None: folded without positions, not recorded
+                    ev = iterations[k]
+                    slots[bucket] = Exemplar(ev.loop_id, ev.duration_s, ev.ts, code)  # type: ignore[arg-type]
 
     def session_started(self, ev: SessionStarted, now: float) -> None:
         s = self.loops.get(ev.loop_id)

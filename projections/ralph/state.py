@@ -13,6 +13,7 @@ import msgspec
 
 from bus.events import EventBase
 from projections.catalogue.loops import LOOP, PER_LOOP, Feed, When
+from projections.metrics.families import Exemplar
 
 __all__ = [
     "BIT",
@@ -72,6 +73,8 @@ class LoopStateRecord(msgspec.Struct, array_like=True, kw_only=True):
     test_failure_streak: int
     rss_bytes: int
     cpu_percent: float
+    #: Iteration-duration bucket index -> the latest iteration in it (``projections.exemplars``).
+    duration_exemplars: dict[int, Exemplar]
     #: The event clock at the loop's last event (``series_ttl_s``, ``forget_after_s``).
     last_ts: float = 0.0
 
@@ -83,7 +86,7 @@ class LoopState:
     held by exactly one loop family (``HOLDS``).
     """
 
-    __slots__ = (*LoopStateRecord.__struct_fields__, "iterations")
+    __slots__ = (*LoopStateRecord.__struct_fields__, "codes", "iterations")
 
     def __init__(self, duration_buckets: int, session_buckets: int, reboot_buckets: int) -> None:
         self.seen = 0
@@ -113,8 +116,11 @@ class LoopState:
         self.rss_bytes = 0
         self.cpu_percent = 0.0
         self.last_ts = 0.0
-        #: ``iteration_completed`` events not folded in yet (``LoopFold.settle``).
+        self.duration_exemplars: dict[int, Exemplar] = {}
+        #: ``iteration_completed`` events not folded in yet (``LoopFold.settle``), and
+        #: where each is in the log (``ExemplarRecorder.base``; empty without exemplars).
         self.iterations: list[Any] = []
+        self.codes: list[int | None] = []
 
     def clear(self, suffix: str) -> None:
         """Forget what fed the loop family ``suffix`` (a ``metrics_reset``): its presence
@@ -132,6 +138,8 @@ class LoopState:
             value = getattr(self, name)
             if isinstance(value, deque | list):
                 value = list(value)
+            elif name == "duration_exemplars":  # by bucket: equal states, equal records
+                value = dict(sorted(value.items()))
             elif isinstance(value, dict):
                 value = dict(value)
             fields[name] = value
@@ -144,4 +152,5 @@ class LoopState:
             setattr(state, name, getattr(record, name))
         state.scores = deque(record.scores, maxlen=VELOCITY_WINDOW)
         state.iterations = []
+        state.codes = []
         return state

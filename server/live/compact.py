@@ -46,6 +46,7 @@ __all__ = [
     "compact",
     "list_bases",
     "load_base",
+    "promote",
 ]
 
 log = logging.getLogger("tally.compact")
@@ -220,6 +221,19 @@ async def _state_before(
     return projection
 
 
+def promote(data_dir: Path, checkpoint: Path, offset: int) -> Path:
+    """Make the checkpoint at ``offset`` the base (a copy, written atomically); the older
+    bases go. What a server on a JetStream stream with limits does: the stream deletes."""
+    with _locked(data_dir):
+        path = base_dir(data_dir) / f"{offset:020d}{_SUFFIX}"
+        data = checkpoint.read_bytes()
+        write_atomically(path, data, tmp=path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+        for _, old in list_bases(data_dir)[1:]:
+            old.unlink(missing_ok=True)
+    log.info("base snapshot at position %d (the stream's limits delete before it)", offset)
+    return path
+
+
 async def compact(
     data_dir: Path,
     bus: Bus,
@@ -229,9 +243,12 @@ async def compact(
     older_than_s: float | None = None,
     retain_bytes: int | None = None,
     clock: float | None = None,
+    ceiling: int | None = None,
 ) -> Compaction:
     """Cut the log at the highest cut point at or before every limit given, after writing
-    the base there; ``clock`` is the log's newest event time if the caller knows it.
+    the base there; ``clock`` is the log's newest event time if the caller knows it, and
+    no cut goes past ``ceiling`` (the running server's folded position: its own reader
+    must never find the log cut ahead of it).
 
     Without any limit, or when the cut is not past the current base, nothing changes.
     """
@@ -252,7 +269,7 @@ async def compact(
             points.append(await _first_younger(bus, start, clock - older_than_s))
         if not points:
             return Compaction(base)
-        cut = await bus.cut_point(min(max(points), end))
+        cut = await bus.cut_point(min(max(points), end, end if ceiling is None else ceiling))
         if cut <= start:
             if base is not None:  # a crash may have left segments before it: remove them
                 return Compaction(base, await bus.drop_before(base.offset))

@@ -13,7 +13,11 @@ checkpoint (a JetStream stream's limits removed them), the worker logs it,
 keeps where the gap was (``skipped_from``, ``skipped_to``) and folds what is left.
 After a compaction the restore starts from the base snapshot when no newer
 checkpoint is usable; with ``retain_bytes`` or ``retain_age_s`` (``[bus]``) the
-worker compacts the log after each checkpoint, in a task of its own.
+worker compacts the log after each checkpoint, in a task of its own (never past
+its own checkpoint; a ``tally compact`` that cuts ahead of a catching-up fold
+makes it restore the new base and fold on from there); with
+``keep_base`` (a JetStream stream whose own limits delete) it keeps a checkpoint
+past the stream's first message as the base, so replays start where it does.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ import anyio
 import anyio.abc
 
 from bus.contract import Bus
-from bus.errors import BusError, BusUnavailable, TallyError
+from bus.errors import BusError, BusUnavailable, NotRetained, TallyError
 from bus.lines import Batch
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from server.live.checkpoint import Checkpoint, CheckpointStore
-from server.live.compact import Compaction, compact, load_base
+from server.live.compact import Compaction, compact, list_bases, load_base, promote
 
 __all__ = ["ProjectionWorker"]
 
@@ -55,6 +59,7 @@ class ProjectionWorker:
         checkpoint_every_s: float = 30.0,
         retain_bytes: int | None = None,
         retain_age_s: float | None = None,
+        keep_base: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.bus = bus
@@ -77,6 +82,7 @@ class ProjectionWorker:
         self._checkpoint_lock = anyio.Lock()
         self.retain_bytes = retain_bytes
         self.retain_age_s = retain_age_s
+        self.keep_base = keep_base
         self._checkpointed = anyio.Event()
         #: What the last retention pass did (``None``: none ran yet).
         self.last_compaction: Compaction | None = None
@@ -122,7 +128,7 @@ class ProjectionWorker:
         await self.restore()
         task_status.started()
         async with anyio.create_task_group() as tg:
-            if self.retain_bytes is not None or self.retain_age_s is not None:
+            if self.retain_bytes is not None or self.retain_age_s is not None or self.keep_base:
                 tg.start_soon(self._retain)
             await self._fold_forever()
 
@@ -138,6 +144,12 @@ class ProjectionWorker:
                     RETRY_S,
                 )
                 await anyio.sleep(RETRY_S)
+            except NotRetained as exc:  # `tally compact` cut the log ahead of this fold
+                log.warning("%s; restoring the base snapshot and folding on from there", exc)
+                folded = self.projection.offset
+                await self.restore()
+                if self.projection.offset <= folded:
+                    raise  # no base past the cut: the events are gone, not skippable
 
     async def _fold_bus(self) -> None:
         """Catch up (unless ready), then follow; from the folded position, so it may run again."""
@@ -167,6 +179,11 @@ class ProjectionWorker:
         folded = self.projection.offset
         if first <= folded:
             return folded
+        if list_bases(self.data_dir):  # a compaction since the restore: its base is ahead
+            await self.restore()
+            folded = self.projection.offset
+            if first <= folded:
+                return folded
         if self.restored_from is not None:
             self.skipped_from, self.skipped_to = folded, first
             log.warning(
@@ -216,10 +233,15 @@ class ProjectionWorker:
     # -- retention ---------------------------------------------------------------
 
     async def _retain(self) -> None:
-        """After each checkpoint, cut the log by ``retain_bytes`` and ``retain_age_s``."""
+        """After each checkpoint, cut the log by ``retain_bytes`` and ``retain_age_s``, or keep
+        a base ahead of the stream's own deletions."""
         while True:
             await self._checkpointed.wait()
             self._checkpointed = anyio.Event()
+            if self.keep_base:
+                await self._keep_base()
+                continue
+            folded = self.last_checkpoint.offset if self.last_checkpoint is not None else 0
             try:
                 self.last_compaction = await compact(
                     self.data_dir,
@@ -228,6 +250,23 @@ class ProjectionWorker:
                     retain_bytes=self.retain_bytes,
                     older_than_s=self.retain_age_s,
                     clock=self.projection.clock.now,
+                    ceiling=folded,
                 )
             except (TallyError, OSError) as exc:  # busy, a full disk, a bus away: next time
                 log.warning("retention: cannot compact the log now: %s", exc)
+
+    async def _keep_base(self) -> None:
+        """The newest checkpoint becomes the base once the stream's first message passed the
+        base (or there is none yet)."""
+        checkpoint = self.last_checkpoint
+        if checkpoint is None:
+            return
+        try:
+            first = await self.bus.first()
+            bases = list_bases(self.data_dir)
+            if checkpoint.offset >= first and (not bases or bases[0][0] < first):
+                await anyio.to_thread.run_sync(
+                    promote, self.data_dir, checkpoint.path, checkpoint.offset
+                )
+        except (TallyError, OSError) as exc:
+            log.warning("retention: cannot keep a base snapshot now: %s", exc)

@@ -265,3 +265,26 @@ class TestBusContract:
             data = encode_events(_events("sized", 30))
             await bus.append_encoded(data, 30)
             assert await bus.size() >= empty + len(data)
+
+    async def test_a_cut_removes_only_what_lies_before_it(self, harness: Harness) -> None:
+        async with harness.open() as bus:
+            positions: list[int] = []
+            for k in range(6):
+                positions += await bus.append(_events(f"cut{k}", 5))
+            contents = await _collect(bus.read(await bus.first()))
+            end = await bus.end()
+            identity = await bus.identity(end)
+            point = positions[17]
+            cut = await bus.cut_point(point)
+            assert await bus.first() <= cut <= point
+            await bus.drop_before(cut)
+            first = await bus.first()
+            assert first <= cut
+            assert await bus.end() == end
+            assert await bus.identity(end) == identity
+            kept = await _collect(bus.read(first))
+            assert kept == [(pos, ev) for pos, ev in contents if pos >= first]
+            assert [pos for pos, _ in kept if pos >= point] == positions[17:]
+            assert await bus.drop_before(cut) == []  # nothing more before the same cut
+            later = await bus.append(_events("after", 2))
+            assert later[0] > positions[-1]

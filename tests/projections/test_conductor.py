@@ -51,6 +51,7 @@ def test_the_snapshot_record_carries_the_conductor_record_field_by_field() -> No
         "run_durations",
         "agent_runs_touched",
         "fallbacks_touched",
+        "api_requests_touched",
         "loops",
         "custom",
         "otel",

@@ -31,6 +31,7 @@ from projections import dispatch
 from projections.config import ProjectionConfig
 from projections.dispatch import FoldRun, FoldSpec, fold_run_python
 from projections.fold import Projection
+from projections.replay import listed
 from tests.support.families import rendered
 from tests.support.workload import mixed_events
 
@@ -93,7 +94,10 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any, Any]] = []
+        self.cursor = [-1]  # the index of the event an indexed handler is called for
+        self.indices: list[int] = []
         self.api: dict[str, dict[int, int]] = {"GET": {200: 5}}
+        self.api_touched: dict[str, dict[int, Any]] = {"GET": {200: 0.0}}
         self.types: tuple[type, ...] = (
             ApiRequest,
             BusMessage,
@@ -112,11 +116,16 @@ class Recorder:
             ts_field=EventBase.ts,
             method_field=ApiRequest.method,
             status_field=ApiRequest.status,
+            indexed=(RunStarted,),
+            cursor=self.cursor,
+            api_touched=self.api_touched,
         )
 
     def handler(self, name: str) -> Any:
         def record(ev: Any, now: Any) -> None:
             self.calls.append((name, ev, now))
+            if type(ev) in self.spec.indexed:
+                self.indices.append(self.cursor[0])
 
         return record
 
@@ -136,7 +145,17 @@ def test_dispatch_counts_and_the_clock(run: FoldRun) -> None:
     now, stop, counts = run(events, 0, 1.0, r.spec)
     assert (now, stop, counts) == (12.0, 6, (2, 2, 1, 1, 0))
     assert r.api == {"GET": {200: 6}}
+    assert r.api_touched == {"GET": {200: 10.0}}  # stamped with the clock of the bump
     assert r.calls == [("api_miss", new_api, 10.0), ("run", started, 12.0)]
+
+
+def test_a_method_without_stamps_goes_to_the_handler(run: FoldRun) -> None:
+    r = Recorder()
+    r.api_touched.clear()
+    event = ApiRequest(method="GET", status=200, ts=3.0)
+    run([event], 0, 1.0, r.spec)
+    assert r.api == {"GET": {200: 5}}
+    assert r.calls == [("api_miss", event, 3.0)]
 
 
 def test_stops_at_a_reset_counted_with_its_ts_read(run: FoldRun) -> None:
@@ -152,6 +171,23 @@ def test_stops_at_a_reset_counted_with_its_ts_read(run: FoldRun) -> None:
     assert run(events, 2, 20.0, r.spec) == (30.0, 3, (0, 0, 1, 0, 0))
     assert r.calls == [("run", late, 30.0)]
     assert run(events, 9, 30.0, r.spec) == (30.0, 3, (0, 0, 0, 0, 0))  # past the end
+
+
+def test_an_indexed_handler_is_told_its_events_index(run: FoldRun) -> None:
+    """Exemplars record where their event is: its index in the list, from ``start`` on."""
+    r = Recorder()
+    events: list[Any] = [
+        RunStarted(run_id="a", project="p", ts=1.0),
+        BusMessage(project="p", msg_type="FACT", ts=2.0),
+        RunStarted(run_id="b", project="p", ts=3.0),
+        ContextUsage(loop_id="l", percent=1.0, ts=4.0),
+        RunStarted(run_id="c", project="p", ts=5.0),
+    ]
+    run(events, 0, 0.0, r.spec)
+    run(events, 3, 0.0, r.spec)
+    assert r.indices == [0, 2, 4, 4]
+    run(events, 0, 0.0, r.spec._replace(indexed=()))  # not indexed: the cursor is left alone
+    assert r.indices == [0, 2, 4, 4, 4, 4, 4]
 
 
 def test_integer_and_missing_timestamps_compare_as_python_does(run: FoldRun) -> None:
@@ -190,6 +226,8 @@ def test_a_handler_error_propagates(run: FoldRun) -> None:
         ({"handlers": (None,)}, "differ"),
         ({"ts_field": "ts"}, "member descriptor"),
         ({"method_field": MetricUpdate.name}, "no method"),
+        ({"cursor": []}, "cursor"),
+        ({"api_touched": []}, "api_touched must be a dict"),
     ],
 )
 def test_the_compiled_loop_refuses_a_spec_it_cannot_read_safely(
@@ -233,7 +271,7 @@ def logs(draw: st.DrawFn) -> list[Event]:
 def fold(events: list[Event], run: FoldRun, cuts: list[int], config: ProjectionConfig) -> bytes:
     p = Projection(config, run=run)
     for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True):
-        p.fold_events(events[a:b])
+        p.fold_events(events[a:b], listed([7 + 10 * i for i in range(a, b)]))  # exemplars too
     state = msgspec.msgpack.encode(p.export_state())
     return state + b"".join(rendered(p, fmt) for fmt in FORMATS)
 

@@ -85,6 +85,10 @@ def test_merge_equals_one_pass_as_of_an_offset_and_a_time(data_dir: Path) -> Non
     events = list(mixed_events(5000, seed=3))
     write(data_dir, events)
     config = ProjectionConfig()
+    whole = merged(data_dir, config)  # exemplars are the lifecycle part's, kept whole
+    assert_same(whole, replay(data_dir, config=config))
+    text = rendered(whole, "openmetrics")
+    assert b' # {run_id="' in text and b' # {loop_id="' in text
     for until_offset in (0, 1, 123_457, 400_000):
         assert_same(
             merged(data_dir, config, until_offset=until_offset),

@@ -20,9 +20,11 @@ from bus.events import (
     SessionStarted,
 )
 from projections.config import ProjectionConfig
+from projections.exemplars import PositionsOf
 from projections.exposition.jsonformat import render_json
 from projections.exposition.prometheus import render_prometheus
 from projections.fold import Projection
+from projections.replay import listed
 from projections.snapshot import (
     SNAPSHOT_VERSION,
     SnapshotError,
@@ -57,9 +59,14 @@ def rendered(projection: Projection) -> tuple[bytes, bytes]:
     return render_prometheus(families), render_json(families, loops=projection.loops())
 
 
+def at(start: int, stop: int) -> PositionsOf:
+    """Positions for the events ``start:stop`` of the workload (exemplars point there)."""
+    return listed(range(100 * start + 7, 100 * stop + 7, 100))
+
+
 def fold_in_one_pass(events: list[Event], config: ProjectionConfig) -> Projection:
     projection = Projection(config)
-    projection.fold_events(events)
+    projection.fold_events(events, at(0, len(events)))
     projection.offset = len(events)
     return projection
 
@@ -80,16 +87,17 @@ def test_restoring_at_any_split_gives_the_same_bytes(cuts: list[int], tight: boo
     projection = Projection(config)
     start = 0
     for cut in sorted(cuts):
-        projection.fold_events(events[start:cut])
+        projection.fold_events(events[start:cut], at(start, cut))
         projection.offset = cut
         if cut % 2:  # read the state before snapshotting sometimes: it must not matter
             rendered(projection)
         projection, meta = decode_snapshot(encode_snapshot(projection, bus_identity="b"), config)
         assert meta.offset == cut
         start = cut
-    projection.fold_events(events[start:])
+    projection.fold_events(events[start:], at(start, len(events)))
     projection.offset = len(events)
     assert rendered(projection) == one_pass(config)
+    assert b'"exemplars"' in one_pass(config)[1]  # restored with the rest
 
 
 def test_a_snapshot_of_a_snapshot_is_the_same_bytes() -> None:
@@ -168,6 +176,17 @@ def test_another_version_is_refused() -> None:
     doc["meta"]["version"] = SNAPSHOT_VERSION + 1
     with pytest.raises(SnapshotError, match=f"version {SNAPSHOT_VERSION + 1} is not supported"):
         decode_snapshot(msgspec.msgpack.encode(doc), ProjectionConfig())
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_snapshot_from_before_exemplars_or_stale_series_is_refused(version: int) -> None:
+    """Version 2 held no exemplars, 3 no times series last changed: the server ignores such
+    a snapshot (reported) and refolds the log."""
+    assert SNAPSHOT_VERSION == 4
+    doc = msgspec.msgpack.decode(encode_snapshot(fold_in_one_pass(list(workload()), TIGHT)))
+    doc["meta"]["version"] = version
+    with pytest.raises(SnapshotError, match=f"version {version} is not supported"):
+        decode_snapshot(msgspec.msgpack.encode(doc), TIGHT)
 
 
 def test_snapshot_error_is_a_tally_error() -> None:

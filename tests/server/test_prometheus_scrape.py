@@ -34,8 +34,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def prometheus(tmp_path: Path, target_port: int) -> Iterator[int]:
-    """Prometheus on a loopback ephemeral port, scraping 127.0.0.1:`target_port` every 1 s."""
+def prometheus(tmp_path: Path, target_port: int, *flags: str) -> Iterator[int]:
+    """Prometheus on a loopback ephemeral port, scraping 127.0.0.1:`target_port` every 1 s
+    (with more command-line `flags`)."""
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n"
@@ -54,6 +55,7 @@ def prometheus(tmp_path: Path, target_port: int) -> Iterator[int]:
             f"--config.file={config}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
+            *flags,
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -147,3 +149,79 @@ def test_prometheus_scrapes_the_values_tally_holds(data_dir: Path, tmp_path: Pat
         # tally counted Prometheus' scrapes among its own requests, on top of this test's.
         own = server.responses[("GET", "200")]
         assert api_requests(server.metrics())[("GET", "200")] > own
+
+
+def query_exemplars(port: int, promql: str) -> list[dict[str, Any]]:
+    """``/api/v1/query_exemplars`` over the last and next hour (empty while none are stored)."""
+    now = time.time()
+    params = {"query": promql, "start": str(now - 3600), "end": str(now + 3600)}
+    try:
+        reply = http_request(
+            port, "GET", "/api/v1/query_exemplars?" + urllib.parse.urlencode(params)
+        )
+    except OSError:
+        return []
+    if reply.status != 200:
+        return []
+    doc = json.loads(reply.body)
+    assert doc["status"] == "success", doc
+    return [
+        {**exemplar, "series": series["seriesLabels"]}
+        for series in doc["data"]
+        for exemplar in series["exemplars"]
+    ]
+
+
+def wait_for_exemplars(port: int, promql: str, log: Path, timeout: float = 30.0) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = query_exemplars(port, promql)
+        if found:
+            return found
+        time.sleep(0.25)
+    text = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    raise AssertionError(f"no exemplars for {promql}\n{text}")
+
+
+def test_prometheus_stores_exemplars_that_point_into_the_log(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """With exemplar storage on, Prometheus (asking for OpenMetrics, as it does by default)
+    keeps each bucket's exemplar: the run or loop, the observed value, and the event's
+    position as POST answered it and `tally emit` printed it."""
+    with tally_server(data_dir) as server:
+        server.post_events([run_started("run-7", "claude")])
+        run_at = server.post_events(
+            [{**run_finished("run-7", "claude", "completed"), "duration_s": 4.2}]
+        )["last_offset"]
+        emitted = tally(
+            data_dir,
+            "emit",
+            "iteration_completed",
+            "loop_id=loop-9",
+            "iteration=3",
+            "duration_s=0.3",
+            "success=true",
+        )
+        loop_at = int(emitted.stdout.split()[-1])
+        server.wait_folded(max(run_at, loop_at) + 1)
+
+        with prometheus(tmp_path, server.port, "--enable-feature=exemplar-storage") as port:
+            log = tmp_path / "prometheus.log"
+            [run] = wait_for_exemplars(port, "conductor_run_duration_seconds_bucket", log)
+            assert run["series"]["le"] == "5.0"
+            assert run["labels"] == {"run_id": "run-7", "offset": str(run_at)}
+            assert float(run["value"]) == 4.2
+            [loop] = wait_for_exemplars(port, "ralph_loop_iteration_duration_seconds_bucket", log)
+            assert (loop["series"]["loop"], loop["series"]["le"]) == ("loop-9", "0.5")
+            assert loop["labels"] == {"loop_id": "loop-9", "offset": str(loop_at)}
+            assert float(loop["value"]) == 0.3
+        doc = json.loads(server.get("/api/v1/metrics?format=json").body)
+    # the exemplar's timestamp is its event's ts (Prometheus keeps whole milliseconds)
+    held = {
+        f["name"]: s["exemplars"] for f in doc["families"] for s in f["series"] if "exemplars" in s
+    }
+    run_ts = held["conductor_run_duration_seconds"]["5"]["ts"]
+    loop_ts = held["ralph_loop_iteration_duration_seconds"]["0.5"]["ts"]
+    assert abs(float(run["timestamp"]) - run_ts) < 0.001
+    assert abs(float(loop["timestamp"]) - loop_ts) < 0.001

@@ -13,14 +13,14 @@ import anyio
 import pytest
 
 from bus.contract import open_bus
-from bus.events import ApiRequest, BusMessage, Event
+from bus.events import ApiRequest, BusMessage, Event, RunFinished
 from bus.writer import BusConfig, BusWriter
 from projections.config import ProjectionConfig
 from projections.exposition.formats import FORMATS
 from projections.exposition.jsonformat import render_json
 from projections.exposition.prometheus import render_prometheus
 from projections.fold import Projection
-from projections.replay import DurationError
+from projections.replay import DurationError, listed
 from server.parallel import replay_parallel
 from server.replay import replay, replay_steps
 from tests.support.families import rendered
@@ -41,9 +41,10 @@ def write(data_dir: Path, events: list[Event], batch: int = 500) -> list[int]:
     return offsets
 
 
-def folded(events: list[Event], offset: int) -> Projection:
+def folded(events: list[Event], offset: int, positions: list[int]) -> Projection:
+    """``events`` folded in one go, at their ``positions`` in the log (exemplars point there)."""
     projection = Projection(CONFIG)
-    projection.fold_events(events)
+    projection.fold_events(events, listed(positions))
     projection.offset = offset
     return projection
 
@@ -64,8 +65,25 @@ def log(data_dir: Path) -> tuple[list[Event], list[int], int]:
 def test_a_replay_equals_folding_the_events(
     data_dir: Path, log: tuple[list[Event], list[int], int]
 ) -> None:
-    events, _, end = log
-    same(replay(data_dir, config=CONFIG), folded(events, end))
+    events, offsets, end = log
+    projection = replay(data_dir, config=CONFIG)
+    same(projection, folded(events, end, offsets))
+    assert b' # {run_id="' in rendered(projection, "openmetrics")  # exemplars were compared
+
+
+def test_until_ts_keeps_the_exemplars_of_the_events_it_keeps(data_dir: Path) -> None:
+    """Exemplars as of a time: the latest observation per bucket among the events kept,
+    each pointing at its own position, wherever the filter left gaps."""
+    early = RunFinished(run_id="early", project="p", duration_s=4.0, ts=50.0)
+    late = RunFinished(run_id="late", project="p", duration_s=4.5, ts=500.0)
+    behind = RunFinished(run_id="behind", project="p", duration_s=4.2, ts=90.0)
+    events: list[Event] = [early, late, behind]  # behind the clock, and kept
+    offsets = write(data_dir, events, batch=3)
+    projection = replay(data_dir, config=CONFIG, until_ts=100.0)
+    text = rendered(projection, "openmetrics").decode()
+    assert f'le="5.0"}} 2 # {{run_id="behind",offset="{offsets[2]}"}} 4.2 90.0\n' in text
+    whole = rendered(replay(data_dir, config=CONFIG), "openmetrics").decode()
+    assert f'le="5.0"}} 3 # {{run_id="behind",offset="{offsets[2]}"}} 4.2 90.0\n' in whole
 
 
 def test_replay_of_an_empty_log(data_dir: Path) -> None:
@@ -81,7 +99,7 @@ def test_until_offset_keeps_the_events_starting_before_it(
         kept = [ev for ev, off in zip(events, offsets, strict=True) if off < until]
         projection = replay(data_dir, config=CONFIG, until_offset=until)
         next_start = offsets[len(kept)] if len(kept) < len(offsets) else projection.offset
-        same(projection, folded(kept, next_start))
+        same(projection, folded(kept, next_start, offsets[: len(kept)]))
 
 
 def test_until_ts_filters_every_event_even_out_of_order(data_dir: Path) -> None:
@@ -92,10 +110,10 @@ def test_until_ts_filters_every_event_even_out_of_order(data_dir: Path) -> None:
         BusMessage(ts=40.0, project="p", msg_type="x"),
         ApiRequest(ts=15.0, method="GET", status=201),
     ]
-    write(data_dir, events, batch=2)
+    offsets = write(data_dir, events, batch=2)
     projection = replay(data_dir, config=CONFIG, until_ts=20.0)
-    kept = [ev for ev in events if ev.ts is not None and ev.ts <= 20.0]
-    same(projection, folded(kept, projection.offset))
+    kept = [(ev, o) for ev, o in zip(events, offsets, strict=True) if ev.ts and ev.ts <= 20.0]
+    same(projection, folded([ev for ev, _ in kept], projection.offset, [o for _, o in kept]))
     assert projection.clock.now == 20.0
 
 
@@ -189,13 +207,22 @@ FOLDED_OFFSET = "tally_folded_offset_bytes"
 
 
 def positionless(output: bytes, fmt: str) -> bytes:
-    """``output`` without the folded-offset gauge: the one value that is a position."""
+    """``output`` without the folded-offset gauge and the exemplars' ``offset`` labels: the
+    values that are positions."""
     if fmt == "json":
         doc = json.loads(output)
         doc["families"] = [f for f in doc["families"] if f["name"] != FOLDED_OFFSET]
+        for family in doc["families"]:
+            for series in family["series"]:
+                for exemplar in series.get("exemplars", {}).values():
+                    exemplar["labels"]["offset"] = "?"
         return json.dumps(doc).encode()
-    return b"".join(
-        line for line in output.splitlines(keepends=True) if FOLDED_OFFSET.encode() not in line
+    return re.sub(
+        rb'offset="[0-9]+"',
+        b'offset="?"',
+        b"".join(
+            line for line in output.splitlines(keepends=True) if FOLDED_OFFSET.encode() not in line
+        ),
     )
 
 
@@ -206,6 +233,8 @@ def test_a_jetstream_replay_prints_what_a_file_replay_prints(
     file_dir, nats_dir = tmp_path / "file", tmp_path / "nats"
     url = f"{nats_server.url}/replay"
 
+    stream_at: list[int] = []
+
     async def append_to_both() -> None:
         async with (
             open_bus(None, file_dir, BusConfig(durability="never")) as files,
@@ -213,7 +242,7 @@ def test_a_jetstream_replay_prints_what_a_file_replay_prints(
         ):
             for start in range(0, len(events), 500):
                 await files.append(events[start : start + 500])
-                await stream.append(events[start : start + 500])
+                stream_at.extend(await stream.append(events[start : start + 500]))
 
     anyio.run(append_to_both)
     nats_dir.mkdir()  # the data directory (quarantine, tally.toml) is local on every backend
@@ -226,6 +255,22 @@ def test_a_jetstream_replay_prints_what_a_file_replay_prints(
         from_stream = tally(nats_dir, "replay", "--bus", url, *args).stdout
         assert FOLDED_OFFSET.encode() in from_files
         assert positionless(from_stream, fmt) == positionless(from_files, fmt), args
+    # exemplars point at the stream's own positions
+    by_position = dict(zip(stream_at, events, strict=True))
+    doc = json.loads(tally(nats_dir, "replay", "--bus", url, "--format", "json").stdout)
+    pointed = [
+        e["labels"]
+        for f in doc["families"]
+        for series in f["series"]
+        for e in series.get("exemplars", {}).values()
+    ]
+    assert pointed
+    for labels in pointed:
+        event = by_position[int(labels["offset"])]
+        assert labels.get("run_id", labels.get("loop_id")) in (
+            getattr(event, "run_id", None),
+            getattr(event, "loop_id", None),
+        )
     two = replay_parallel(nats_dir, config=CONFIG, bus_url=url, min_bytes=0)
     one = replay(nats_dir, config=CONFIG, bus_url=url)
     for fmt in FORMATS:

@@ -9,7 +9,7 @@ import pytest
 
 from projections.clock import EventClock
 from projections.exposition.jsonformat import CONTENT_TYPE, json_number, render_json
-from projections.metrics.families import GaugeFamily
+from projections.metrics.families import Exemplar, GaugeFamily, HistogramFamily
 from projections.metrics.summary import SummaryFamily
 from tests.support.families import sample_families
 
@@ -113,3 +113,18 @@ def test_loops_and_extra() -> None:
     )
     with pytest.raises(ValueError, match="families"):
         render_json([], extra={"families": []})
+
+
+def test_a_histogram_series_with_exemplars_lists_them_by_le() -> None:
+    family = HistogramFamily(
+        "d_seconds", "D.", ("agent",), bounds=(1.0, 5.0), exemplar_label="run_id"
+    )
+    series, bucket = family.observe(("a",), 4.2)
+    series.exemplars[bucket] = Exemplar("r1", 4.2, 1_700_000_000.5, 1234)
+    family.observe(("b",), 0.5)  # a series without any: no field
+    doc = msgspec.json.decode(render_json([family]))
+    with_exemplars, without = doc["families"][0]["series"]
+    assert with_exemplars["exemplars"] == {
+        "5": {"labels": {"run_id": "r1", "offset": "1234"}, "value": 4.2, "ts": 1_700_000_000.5}
+    }
+    assert "exemplars" not in without

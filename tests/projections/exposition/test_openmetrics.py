@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from projections.exposition.openmetrics import (
     metadata_name,
     render_openmetrics,
 )
-from projections.metrics.families import CounterFamily, GaugeFamily, HistogramFamily
+from projections.metrics.families import CounterFamily, Exemplar, GaugeFamily, HistogramFamily
 from projections.metrics.summary import SummaryFamily
 from tests.support.exposition import (
     PROMTOOL,
@@ -219,3 +220,78 @@ def test_promtool_imports_history(tmp_path: Path) -> None:
     assert len(dump.splitlines()) == 31
     assert '{__name__="app_requests_total", code="200", method="GET"} 5 1700000015500' in dump
     assert '{__name__="app_requests_total", code="201", method="PUT"} 1 1700000015500' in dump
+
+
+# -- exemplars ---------------------------------------------------------------------------
+
+
+def run_durations() -> HistogramFamily:
+    """A histogram with exemplars: two buckets of one series hold one."""
+    family = HistogramFamily(
+        "conductor_run_duration_seconds",
+        "Run duration.",
+        ("agent",),
+        bounds=(1.0, 5.0),
+        exemplar_label="run_id",
+    )
+    for run_id, value, ts, offset in (("r0", 0.5, 1.0, 0), ("r1", 4.2, 1_700_000_000.5, 1234)):
+        series, bucket = family.observe(("claude",), value)
+        series.exemplars[bucket] = Exemplar(run_id, value, ts, offset)
+    family.observe(("claude",), 30.0)  # +Inf: no exemplar set by hand
+    return family
+
+
+EXEMPLAR_GOLDEN = b"""\
+# TYPE conductor_run_duration_seconds histogram
+# HELP conductor_run_duration_seconds Run duration.
+conductor_run_duration_seconds_bucket{agent="claude",le="1.0"} 1 # {run_id="r0",offset="0"} 0.5 1.0
+conductor_run_duration_seconds_bucket{agent="claude",le="5.0"} 2 \
+# {run_id="r1",offset="1234"} 4.2 1700000000.5
+conductor_run_duration_seconds_bucket{agent="claude",le="+Inf"} 3
+conductor_run_duration_seconds_count{agent="claude"} 3
+conductor_run_duration_seconds_sum{agent="claude"} 34.7
+# EOF
+"""
+
+
+def test_golden_exemplars() -> None:
+    family = run_durations()
+    assert render_openmetrics([family]) == EXEMPLAR_GOLDEN
+    [parsed] = text_string_to_metric_families(EXEMPLAR_GOLDEN.decode())
+    found = [(s.labels["le"], s.exemplar) for s in parsed.samples if s.exemplar is not None]
+    assert [(le, e.labels, e.value, e.timestamp.sec, e.timestamp.nsec) for le, e in found] == [
+        ("1.0", {"run_id": "r0", "offset": "0"}, 0.5, 1, 0),
+        ("5.0", {"run_id": "r1", "offset": "1234"}, 4.2, 1_700_000_000, 500_000_000),
+    ]
+
+
+def test_exemplars_stay_out_of_the_text_format_and_the_history() -> None:
+    from projections.exposition.prometheus import render_prometheus
+
+    family = run_durations()
+    plain = HistogramFamily(
+        "conductor_run_duration_seconds", "Run duration.", ("agent",), bounds=(1.0, 5.0)
+    )
+    for value in (0.5, 4.2, 30.0):
+        plain.observe(("claude",), value)
+    assert render_prometheus([family]) == render_prometheus([plain])
+    assert b"#" not in render_prometheus([family]).replace(b"# HELP", b"").replace(b"# TYPE", b"")
+    history = OpenMetricsHistory()
+    history.add(10.0, [family])
+    assert b"run_id" not in history.render()
+
+
+def test_an_exemplar_over_128_characters_of_labels_is_left_out() -> None:
+    """``run_id`` + its value + ``offset`` + its digits: 128 at most (OpenMetrics 1.0)."""
+    family = HistogramFamily("d_seconds", "D.", bounds=(1.0,), exemplar_label="run_id")
+    series, _ = family.observe((), 0.5)
+    fits = "r" * (128 - len("run_id") - len("offset") - 3)
+    for ident, kept in ((fits, True), (fits + "x", False)):
+        series.exemplars[0] = Exemplar(ident, 0.5, 1.0, 123)
+        text = render_openmetrics([family])
+        assert (b" # {" in text) is kept
+        assert b'd_seconds_bucket{le="1.0"} 1' in text
+        [parsed] = text_string_to_metric_families(text.decode())
+        assert {s.name for s in parsed.samples} >= {"d_seconds_bucket", "d_seconds_count"}
+    json_series = json.loads(render_json([family]))["families"][0]["series"][0]
+    assert json_series["exemplars"]["1"]["labels"] == {"run_id": fits + "x", "offset": "123"}

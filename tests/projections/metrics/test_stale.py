@@ -33,6 +33,7 @@ from projections.metrics.families import CounterFamily, GaugeFamily, HistogramFa
 from projections.metrics.stale import forget_series, hide_series, stale_before
 from projections.metrics.state import CounterState
 from projections.snapshot import decode_snapshot, encode_snapshot
+from server.parallel import replay_parallel
 from server.replay import replay, replay_steps
 from tests.support.families import rendered
 from tests.support.workload import mixed_events
@@ -104,7 +105,7 @@ def test_hiding_keeps_the_state_and_renders_every_format_without_the_series() ->
         assert rendered(hidden, fmt) == body  # rendering changes nothing
 
 
-def test_catalogue_families_hide_labelled_series_but_never_singletons_or_api_requests() -> None:
+def test_catalogue_families_hide_labelled_series_but_never_singletons() -> None:
     p = folded(
         HIDE,
         [
@@ -120,14 +121,34 @@ def test_catalogue_families_hide_labelled_series_but_never_singletons_or_api_req
     assert 'agent_type="claude"' not in body
     assert "conductor_agent_fallbacks_total{" not in body
     assert 'conductor_run_duration_seconds_count{agent="claude"' not in body
-    assert 'conductor_api_requests_total{method="GET",status="200"} 1' in body
+    assert "conductor_api_requests_total{" not in body
     assert "conductor_completed_runs_total 1" in body
     assert "conductor_active_runs_total 1" in body
     stale = samples(p, "tally_stale_series")
     assert stale == {
         'tally_stale_series{family="conductor_agent_fallbacks_total"}': "1",
         'tally_stale_series{family="conductor_agent_runs_total"}': "1",
+        'tally_stale_series{family="conductor_api_requests_total"}': "1",
         'tally_stale_series{family="conductor_run_duration_seconds"}': "1",
+    }
+    # a series the server's own requests also count is never stale
+    own = render_prometheus(p.families(api_requests={("GET", "200"): 3.0})).decode()
+    assert 'conductor_api_requests_total{method="GET",status="200"} 4' in own
+
+
+def test_api_requests_bumped_by_the_dispatch_loop_hide_but_are_never_forgotten() -> None:
+    p = folded(FORGET, [ApiRequest(ts=t, method="GET", status=200) for t in (0, 1, 2)])
+    p.fold_events([ApiRequest(ts=150, method="POST", status=201)])  # GET: 148 s quiet
+    assert samples(p, "conductor_api_requests_total{") == {
+        'conductor_api_requests_total{method="POST",status="201"}': "1",
+    }
+    state = p.export_state()
+    assert state.api_requests == [("GET", 200, 3), ("POST", 201, 1)]
+    assert state.api_requests_touched == [("GET", 200, 2.0), ("POST", 201, 150.0)]
+    p.fold_events([ApiRequest(ts=t, method="GET", status=200) for t in (151, 152)])
+    assert samples(p, "conductor_api_requests_total{") == {
+        'conductor_api_requests_total{method="GET",status="200"}': "5",
+        'conductor_api_requests_total{method="POST",status="201"}': "1",
     }
 
 
@@ -247,7 +268,7 @@ def test_any_split_and_any_snapshot_gives_the_same_bytes(cuts: list[int], snapsh
     assert everything(p) == one_pass()
 
 
-def test_replay_until_a_time_hides_as_the_live_fold_did_at_that_clock(data_dir: Path) -> None:
+def test_replays_until_a_time_hide_as_the_live_fold_did_at_that_clock(data_dir: Path) -> None:
     events = list(workload())
     with BusWriter(data_dir, BusConfig(durability="never")) as writer:
         writer.append(events)
@@ -257,7 +278,10 @@ def test_replay_until_a_time_hides_as_the_live_fold_did_at_that_clock(data_dir: 
     replayed = replay(data_dir, config=STALE, until_ts=until)
     live.offset = replayed.offset
     assert "tally_stale_series{" in text(live)  # something is hidden at that clock
+    two_cores = replay_parallel(data_dir, config=STALE, until_ts=until, min_bytes=0)
     for fmt in FORMATS:
+        assert rendered(two_cores, fmt) == rendered(replayed, fmt), fmt
+    for fmt in ("prometheus", "statsd"):  # no exemplars (they need the events' positions)
         assert rendered(replayed, fmt) == rendered(live, fmt), fmt
 
 

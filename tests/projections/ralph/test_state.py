@@ -6,6 +6,7 @@ from collections import Counter
 
 from bus.events import IterationCompleted, SessionEnded
 from projections.catalogue import LOOP, PER_LOOP
+from projections.metrics.families import Exemplar
 from projections.ralph.state import BIT, LoopState, LoopStateRecord, fed_bits
 
 
@@ -79,6 +80,7 @@ def busy_state() -> LoopState:
         test_failure_streak=3,
         rss_bytes=1 << 20,
         cpu_percent=55.0,
+        duration_exemplars={1: Exemplar("ralph-a", 0.3, 1_700_000_000.5, 1234)},
     )
     return LoopState.from_record(record)
 

@@ -68,8 +68,9 @@ def make_log_with_checkpoint(data_dir: Path, n: int, seed: int) -> int:
     return end
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "old version"])
 def test_a_corrupt_snapshot_is_reported_and_ignored(data_dir: Path, damage: str) -> None:
+    """An old version (2: before exemplars) is refused the same way: the log is refolded."""
     end = make_log_with_checkpoint(data_dir, 1500, seed=5)
     [snap] = snapshot_files(data_dir)
     good = snap.read_bytes()
@@ -80,6 +81,12 @@ def test_a_corrupt_snapshot_is_reported_and_ignored(data_dir: Path, damage: str)
             snap.write_bytes(good[: len(good) // 2])
         case "empty":
             snap.write_bytes(b"")
+        case "old version":
+            import msgspec
+
+            doc = msgspec.msgpack.decode(good)
+            doc["meta"]["version"] = 2
+            snap.write_bytes(msgspec.msgpack.encode(doc))
 
     with tally_server(data_dir) as server:
         status = server.status()
@@ -88,6 +95,8 @@ def test_a_corrupt_snapshot_is_reported_and_ignored(data_dir: Path, damage: str)
         stderr = server.stderr
     assert "ignoring checkpoint" in stderr
     assert snap.name in stderr
+    if damage == "old version":
+        assert "snapshot version 2 is not supported" in stderr
     assert status["restored_from_offset"] is None  # a full replay
     assert status["folded_offset"] == end
     assert_equals_fresh_replay(data_dir, text)
