@@ -50,6 +50,7 @@ from typing import Any, Final
 from benchmarks.report import machine, write_json
 from bus.config import BusConfig
 from bus.events import Event, encode_events
+from bus.lines import Batch
 from bus.writer import BusWriter
 from projections.config import ProjectionConfig
 from projections.exposition.formats import FORMATS, Format, render
@@ -211,9 +212,10 @@ def soak(root: Path, settings: Settings, *, log: bool = True) -> dict[str, Any]:
             end = 0
             for batch in _batches(settings):
                 data = encode_events(batch)
-                end = writer.append_encoded(data, len(batch))[0] + len(data)
-                reference.fold_events(batch)
-                reference.offset = end
+                offsets = writer.append_encoded(data, len(batch))
+                end = offsets[0] + len(data)
+                # as a reader folds it: positions too (exemplars carry them); offset -> end
+                reference.fold_batch(Batch(offsets[0], end, batch, offsets=offsets))
                 if not written:
                     first_ts = batch[0].ts or 0.0  # the workload stamps every event
                 last_ts = batch[-1].ts or 0.0
