@@ -12,9 +12,18 @@ import msgspec
 
 from bus.user_types import EventSchema, EventTypeDecl, event_schema
 
-__all__ = ["DEFAULT_CONFIG", "BusConfig", "Durability", "JetStreamConfig", "duration_seconds"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "BusConfig",
+    "Discard",
+    "Durability",
+    "JetStreamConfig",
+    "duration_seconds",
+]
 
 Durability = Literal["never", "interval", "always"]
+#: What a JetStream stream at its limits does: drop its oldest messages, or refuse new ones.
+Discard = Literal["old", "new"]
 
 _MIB: Final = 1 << 20
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -35,12 +44,15 @@ class JetStreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """The ``[bus.nats]`` table: the stream tally creates when it is missing, and timeouts.
 
     ``max_bytes`` and ``max_age_s`` are the stream's retention limits (``-1`` and
-    ``0``: none); an existing stream keeps its own configuration.
+    ``0``: none); ``discard`` is what the stream does at ``max_bytes``: ``old`` drops
+    its oldest messages (retention), ``new`` refuses the append (a full bus, ``BusFull``).
+    An existing stream keeps its own configuration.
     """
 
     replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
     max_bytes: Annotated[int, msgspec.Meta(ge=-1)] = -1
     max_age_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    discard: Discard = "old"
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
 

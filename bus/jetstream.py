@@ -52,6 +52,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     Header,
     PubAck,
     StorageType,
@@ -60,7 +61,7 @@ from nats.js.api import (
 )
 
 from bus.config import DEFAULT_CONFIG, BusConfig
-from bus.errors import BusError, BusUnavailable
+from bus.errors import BusError, BusFull, BusUnavailable
 from bus.events import Event, encode_events, stamp
 from bus.lines import Batch, LineDecoder, ReadStats
 from bus.quarantine import Quarantine
@@ -79,6 +80,12 @@ _MAX_BATCH_MESSAGES: Final = 1000
 _HEADER_ROOM: Final = 1024
 _BATCH_MESSAGES_HEADER: Final = "Tally-Batch-Messages"
 _DUPLICATE_IN_BATCH: Final = 10201
+#: JetStream's error codes for "no room": the server's or account's storage limits
+#: (insufficient resources, storage or memory resources exceeded)...
+_NO_ROOM: Final = frozenset({10023, 10028, 10047})
+#: ...and a store failure, which is "no room" when a stream limit was hit
+#: ("maximum bytes exceeded", "maximum messages exceeded" under discard=new).
+_STORE_FAILED: Final = 10077
 _POLL_S: Final = 1.0
 
 
@@ -109,6 +116,17 @@ def parse_nats_url(url: str) -> tuple[list[str], str]:
     if not stream or any(c in stream for c in " \t.*>/\\"):
         raise BusError(f"bus URL {url!r}: the stream name is missing or not valid")
     return servers, stream
+
+
+def _refused(url: str, exc: nats.js.errors.APIError) -> BusError:
+    """The error of an append the server refused: ``BusFull`` when it has no room for it."""
+    description = exc.description or type(exc).__name__
+    full = exc.err_code in _NO_ROOM or (
+        exc.err_code == _STORE_FAILED and description.startswith("maximum ")
+    )
+    if full:
+        return BusFull(f"bus {url}: the stream is full ({description}); nothing was appended")
+    return BusError(f"bus {url}: append refused: {description}; nothing was appended")
 
 
 def check_encoded(data: bytes, count: int) -> None:
@@ -267,6 +285,7 @@ class JetStreamBus:
                 num_replicas=options.replicas,
                 max_bytes=options.max_bytes,
                 max_age=options.max_age_s,
+                discard=DiscardPolicy(options.discard),
                 duplicate_window=self.config.dedup_window_s,
                 allow_atomic=True,
             )
@@ -323,7 +342,7 @@ class JetStreamBus:
         except nats.js.errors.APIError as exc:
             if exc.err_code == _DUPLICATE_IN_BATCH and msg_id is not None:
                 return await self._positions_of_id(msg_id)
-            raise BusError(f"bus {self.url}: append refused: {exc.description}") from None
+            raise _refused(self.url, exc) from None
         except nats.errors.Error as exc:
             raise BusUnavailable(self.url, str(exc) or type(exc).__name__) from None
         positions: list[int] = []

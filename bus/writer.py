@@ -82,10 +82,10 @@ def line_offsets(data: bytes, start: int) -> list[int]:
     return _offsets(_line_lengths(data), start)
 
 
-def _bus_error(message: str, exc: OSError) -> BusError:
-    """``BusFull`` when the device or quota is full, else ``BusError``: ``message: exc``."""
+def _bus_error(message: str, exc: OSError, after: str = "") -> BusError:
+    """``BusFull`` when the device or quota is full, else ``BusError``: ``message: exc after``."""
     full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return (BusFull if full else BusError)(f"{message}: {exc}")
+    return (BusFull if full else BusError)(f"{message}: {exc}{after}")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -200,7 +200,8 @@ class BusWriter:
         except OSError as exc:
             if before is not None:
                 self._undo(*before)
-            raise _bus_error(f"cannot append to the log in {self._bus}", exc) from exc
+            message = f"cannot append to the log in {self._bus}"
+            raise _bus_error(message, exc, "; nothing was appended") from exc
         finally:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
 

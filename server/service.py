@@ -22,6 +22,7 @@ import anyio.abc
 
 from bus.contract import Bus, open_bus
 from bus.errors import TallyError
+from bus.filebus import FileBus
 from server.app import App
 from server.conductor.bridge import ConductorBridge
 from server.config import TallyConfig
@@ -92,6 +93,13 @@ async def _tick_hub(hub: SseHub, offset: Callable[[], int]) -> None:
             continue
         last_offset, last_tick = offset(), now
         hub.tick()
+
+
+def _durability(bus: Bus, config: TallyConfig) -> str:
+    """What an acknowledged append survives, as the start-up log line says it."""
+    if isinstance(bus, FileBus):
+        return f"durability {config.bus.durability}"
+    return "durability the stream's (an acknowledged append is stored by JetStream)"
 
 
 async def serve(
@@ -175,7 +183,7 @@ async def _serve(
                 services.start_soon(partial(bridge.run, follow=True))
             services.start_soon(_tick_hub, hub, lambda: worker.projection.offset)
             services.start_soon(app.history.run)  # keyframes for /api/v1/history
-            if config.bus.durability == "interval":
+            if isinstance(bus, FileBus) and config.bus.durability == "interval":
                 services.start_soon(_every, config.bus.fsync_interval_s, bus.sync)
             if options.handle_signals:
                 services.start_soon(_on_signal, servers)
@@ -186,12 +194,7 @@ async def _serve(
             for extra in servers[1:]:
                 otlp_port = await services.start(extra.serve)
                 print(f"tally OTLP receiver on {_url(options.host, otlp_port)}", flush=True)
-            log.info(
-                "data dir %s, bus %s, durability %s",
-                options.data_dir,
-                bus.url,
-                config.bus.durability,
-            )
+            log.info("data dir %s, bus %s, %s", options.data_dir, bus.url, _durability(bus, config))
             task_status.started(port)
             for server in servers:
                 await server.wait_closed()

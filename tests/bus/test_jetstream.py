@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 import anyio
+import nats
+import nats.js.errors
 import pytest
 
 from bus.config import BusConfig, JetStreamConfig
 from bus.contract import open_bus
-from bus.errors import BusError, BusUnavailable
+from bus.errors import BusError, BusFull, BusUnavailable
 from bus.events import LoopStarted, encode_events
 from bus.jetstream import LINE_BITS, JetStreamBus, parse_nats_url
 from tests.support.nats import NatsCluster, NatsServer, find_nats_server, nats_server
@@ -207,3 +209,35 @@ async def _append_when_able(bus: JetStreamBus, name: str) -> list[int]:
                 return await bus.append([LoopStarted(loop_id=name, ts=1.0)], msg_id=name)
             except BusError:
                 await anyio.sleep(0.5)
+
+
+@needs_server
+async def test_a_server_out_of_storage_refuses_with_bus_full_and_recovers(tmp_path: Path) -> None:
+    # the server's own JetStream limit (max_file_store), taken up by another stream
+    conf = tmp_path / "small.conf"
+    conf.write_text("jetstream { max_file_store: 1MB }\n")
+    server = NatsServer(tmp_path / "store", extra_args=["-c", str(conf)]).start()
+    try:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await js.add_stream(name="filler", subjects=["filler"])
+        async with JetStreamBus(f"{server.url}/small", tmp_path) as bus:
+            kept = await bus.append([LoopStarted(loop_id="first", ts=1.0)])
+            with pytest.raises(nats.js.errors.APIError):
+                for _ in range(200):  # until the server's store is full
+                    await js.publish("filler", b"x" * 10_000)
+            events = [LoopStarted(loop_id=f"l{i}", ts=2.0) for i in range(100)]
+            with pytest.raises(BusFull) as err:
+                await bus.append(events)
+            assert str(err.value) == (
+                f"bus {server.url}/small: the stream is full (insufficient resources); "
+                "nothing was appended"
+            )
+            assert await bus.messages() == 1
+            await js.delete_stream("filler")  # room returns: no restart, no reconnect
+            positions = await bus.append(events)
+            read = [item async for batch in bus.read(0) for item in batch]
+            assert [p for p, _ in read] == kept + positions
+        await nc.close()
+    finally:
+        server.stop()

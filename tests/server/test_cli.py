@@ -319,7 +319,7 @@ def test_a_full_disk_exits_1(data_dir: Path) -> None:
     proc = tally(data_dir, "emit", "loop_started", "loop_id=a")
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith(b"tally emit: cannot append to the log in "), proc.stderr
-    assert proc.stderr.endswith(b"No space left on device\n")
+    assert proc.stderr.endswith(b"No space left on device; nothing was appended\n")
 
 
 def test_a_taken_port_exits_1(data_dir: Path) -> None:

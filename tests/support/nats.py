@@ -17,10 +17,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["NatsCluster", "NatsServer", "find_nats_server", "nats_server"]
+__all__ = ["NatsCluster", "NatsServer", "find_nats_server", "nats_server", "update_stream"]
 
 _START_TIMEOUT_S = 15.0
 
@@ -160,6 +161,23 @@ class NatsCluster:
 
         leader = anyio.run(ask)
         return next(i for i, node in enumerate(self.nodes) if node.name == leader)
+
+
+def update_stream(url: str, stream: str, **changes: Any) -> None:
+    """Change ``stream``'s configuration on the server at ``url`` (as NATS's own tools would)."""
+    import anyio
+    import nats
+
+    async def update() -> None:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(stream)
+            await js.update_stream(info.config.evolve(**changes))
+        finally:
+            await nc.close()
+
+    anyio.run(update)
 
 
 @pytest.fixture

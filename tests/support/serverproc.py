@@ -372,6 +372,11 @@ def _cleanup(server: TallyServer) -> None:
     server.stderr_file.close()
 
 
+def stop_server(server: TallyServer) -> None:
+    """SIGTERM `server`, wait for it, and release its pipes (what `tally_server` does on exit)."""
+    _cleanup(server)
+
+
 @contextmanager
 def tally_server(
     data_dir: Path,

@@ -38,7 +38,7 @@ from bus.events import (
 )
 from bus.writer import BusConfig, BusWriter
 
-__all__ = ["RESET_PREFIX", "append_log", "mixed_events", "write_log"]
+__all__ = ["MEAN_GAP_S", "RESET_PREFIX", "append_log", "mixed_events", "write_log"]
 
 #: ``metrics_reset`` events clear the families starting with this prefix.
 RESET_PREFIX: Final = "app_batch_"
@@ -72,6 +72,7 @@ _RESET_EVERY: Final = 2_000
 @dataclass
 class _Loop:
     loop_id: str
+    name: str = ""  # the loop_id without its period suffix (``loop_period_s``)
     running: bool = False
     iteration: int = 0
     session: int = 0
@@ -84,13 +85,15 @@ class _Loop:
 class _Workload:
     rng: random.Random
     ts: float
+    gap_scale: float = 1.0
+    loop_period_s: float | None = None
     queued: deque[tuple[str, str, str]] = field(default_factory=deque)
     running: list[tuple[str, str, str, float]] = field(default_factory=list)
     runs: int = 0
-    loops: list[_Loop] = field(default_factory=lambda: [_Loop(name) for name in _LOOPS])
+    loops: list[_Loop] = field(default_factory=lambda: [_Loop(name, name) for name in _LOOPS])
 
     def tick(self) -> float:
-        self.ts += 0.0005 + self.rng.expovariate(100.0)
+        self.ts += (0.0005 + self.rng.expovariate(100.0)) * self.gap_scale
         return round(self.ts, 6)
 
     def steps(self) -> Iterator[Event]:
@@ -167,6 +170,10 @@ class _Workload:
         rng = self.rng
         if not loop.running:
             loop.running = True
+            if self.loop_period_s is not None:  # a loop that comes back later is another loop
+                loop_id = f"{loop.name}-{int(self.ts // self.loop_period_s)}"
+                if loop_id != loop.loop_id:
+                    loop.loop_id, loop.iteration, loop.failing_tests = loop_id, 0, 0
             yield LoopStarted(ts=self.tick(), loop_id=loop.loop_id)
             yield from self.new_session(loop)
         match kind:
@@ -276,9 +283,26 @@ class _Workload:
                 )
 
 
-def mixed_events(n: int, seed: int = 42, start_ts: float = 1_700_000_000.0) -> Iterator[Event]:
-    """``n`` events of every type in a realistic mix (a ``metrics_reset`` every 2,000)."""
-    return islice(_Workload(random.Random(seed), start_ts).steps(), n)
+#: The mean gap between two events' ``ts`` (seconds) at ``gap_scale=1``.
+MEAN_GAP_S: Final = 0.0005 + 1 / 100.0
+
+
+def mixed_events(
+    n: int,
+    seed: int = 42,
+    start_ts: float = 1_700_000_000.0,
+    *,
+    gap_scale: float = 1.0,
+    loop_period_s: float | None = None,
+) -> Iterator[Event]:
+    """``n`` events of every type in a realistic mix (a ``metrics_reset`` every 2,000).
+
+    The gaps between ``ts`` are ``gap_scale`` times the usual (``MEAN_GAP_S`` on
+    average). With ``loop_period_s``, a Ralph loop that starts again in a later period
+    of that length is a new loop (``ralph-a-<period>``), so loops come and go.
+    """
+    workload = _Workload(random.Random(seed), start_ts, gap_scale, loop_period_s)
+    return islice(workload.steps(), n)
 
 
 def write_log(data_dir: Path, n: int, seed: int = 42, batch: int = 1000) -> int:
