@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 
 from tests.support.nats import NatsServer, nats_server, update_stream
-from tests.support.serverproc import bus_files, samples, tail, tally, tally_server
+from tests.support.serverproc import (
+    Reply,
+    TallyServer,
+    bus_files,
+    samples,
+    tail,
+    tally,
+    tally_server,
+)
 from tests.support.tmpfs import fill, small_tmpfs
 
 __all__ = ["nats_server"]  # the fixture, used by name
@@ -36,26 +44,31 @@ def _batch(n: int) -> list[dict[str, Any]]:
     ]
 
 
+def _post_until_refused(server: TallyServer, most: int) -> tuple[Reply, int, set[str]]:
+    """Post batches until one is refused: that reply, its batch number, and every msg_id
+    acknowledged before it."""
+    acknowledged: set[str] = set()
+    for n in range(most):
+        batch = _batch(n)
+        reply = server.post(
+            "/api/v1/events",
+            json.dumps(batch).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        if reply.status != 200:
+            return reply, n, acknowledged
+        acknowledged.update(ev["msg_id"] for ev in batch)
+    raise AssertionError(f"{most} batches were all acknowledged")
+
+
 def test_full_disk_answers_507_and_recovers(small_data_dir: Path) -> None:
     data_dir = small_data_dir / "data"
     data_dir.mkdir()
     filler = small_data_dir / "filler"
     fill(filler, limit=1024 * 1024)
-    acknowledged: set[str] = set()
     with tally_server(data_dir) as server:
-        status = 0
-        for n in range(10_000):
-            batch = _batch(n)
-            reply = server.post(
-                "/api/v1/events",
-                json.dumps(batch).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            status = reply.status
-            if status != 200:
-                break
-            acknowledged.update(ev["msg_id"] for ev in batch)
-        assert status == 507, status
+        reply, _, acknowledged = _post_until_refused(server, 10_000)
+        assert reply.status == 507, reply.status
         assert acknowledged
         # /metrics and /healthz keep answering; the failure is counted
         assert server.get("/healthz").status == 200
@@ -119,21 +132,9 @@ def test_a_full_jetstream_stream_answers_507_and_recovers(
     (data_dir / "tally.toml").write_text(
         f'[bus]\nurl = "{url}"\n\n[bus.nats]\nmax_bytes = 100000\ndiscard = "new"\n'
     )
-    acknowledged: set[str] = set()
     with tally_server(data_dir) as server:
-        status = 0
-        for n in range(1000):
-            batch = _batch(n)
-            reply = server.post(
-                "/api/v1/events",
-                json.dumps(batch).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            status = reply.status
-            if status != 200:
-                break
-            acknowledged.update(ev["msg_id"] for ev in batch)
-        assert status == 507, (status, reply.body)
+        reply, n, acknowledged = _post_until_refused(server, 1000)
+        assert reply.status == 507, (reply.status, reply.body)
         assert "the stream is full" in reply.json()["error"]
         assert acknowledged
         assert server.get("/healthz").status == 200
