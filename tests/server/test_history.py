@@ -102,6 +102,25 @@ class _Recorder:
         self.points[timestamp] = state
 
 
+async def step_fold_points(bus: Bus, step_s: float) -> dict[float, dict[tuple[str, str], Any]]:
+    """What ``tally replay --step`` says of the whole log at each boundary, as payloads."""
+    steps = StepFold(config=ProjectionConfig(), step_s=step_s)
+    recorder = _Recorder()
+    steps.history = recorder  # type: ignore[assignment]
+    async for batch in bus.read(0):
+        steps.add(batch)
+    return recorder.points
+
+
+def points_at(doc: dict[str, Any], k: int) -> dict[tuple[str, str], Any]:
+    """A history answer's point ``k`` of every series that has one, keyed as ``_Recorder``'s."""
+    return {
+        (s["name"], json.dumps(s["labels"], sort_keys=True)): s["points"][k]
+        for s in doc["series"]
+        if s["points"][k] is not None
+    }
+
+
 async def test_history_says_what_replay_step_says_and_its_positions_lead_to_the_events(
     data_dir: Path,
 ) -> None:
@@ -109,11 +128,7 @@ async def test_history_says_what_replay_step_says_and_its_positions_lead_to_the_
         await append_mixed(bus, 4000)
         await caught_up(app, bus)
         doc = await get_json(app, "/api/v1/history?since=2m&step=2s")
-        steps = StepFold(config=ProjectionConfig(), step_s=2.0)
-        recorder = _Recorder()
-        steps.history = recorder  # type: ignore[assignment]
-        async for batch in bus.read(0):
-            steps.add(batch)
+        expected = await step_fold_points(bus, 2.0)
 
         clock = app.worker.projection.clock.now
         assert doc["to"] == clock and doc["from"] == clock - 120 and doc["step"] == 2.0
@@ -127,12 +142,7 @@ async def test_history_says_what_replay_step_says_and_its_positions_lead_to_the_
         for k, t in enumerate(doc["timestamps"]):
             if t < START:
                 continue
-            got = {
-                (s["name"], json.dumps(s["labels"], sort_keys=True)): s["points"][k]
-                for s in doc["series"]
-                if s["points"][k] is not None
-            }
-            assert got == recorder.points[t], t
+            assert points_at(doc, k) == expected[t], t
             compared += 1
         assert compared > 10
         # the events behind a point: those between the positions of two boundaries
@@ -310,11 +320,7 @@ async def test_after_a_compaction_history_starts_at_the_base_and_agrees_with_the
     async with live_app(data_dir, small) as (app, bus):
         await append_mixed(bus, 6000)
         await caught_up(app, bus)
-        steps = StepFold(config=ProjectionConfig(), step_s=2.0)
-        recorder = _Recorder()
-        steps.history = recorder  # type: ignore[assignment]
-        async for batch in bus.read(0):
-            steps.add(batch)
+        expected = await step_fold_points(bus, 2.0)
         end = await bus.end()
         done = await compact(data_dir, bus, ProjectionConfig(), before=end // 2)
         assert done.base is not None and done.removed and await bus.first() > 0
@@ -323,12 +329,7 @@ async def test_after_a_compaction_history_starts_at_the_base_and_agrees_with_the
         doc = await get_json(app, "/api/v1/history?since=10m&step=2s")
         assert doc["timestamps"][0] == (math.floor(base_clock / 2.0) + 1) * 2.0
         for k, t in enumerate(doc["timestamps"]):
-            got = {
-                (s["name"], json.dumps(s["labels"], sort_keys=True)): s["points"][k]
-                for s in doc["series"]
-                if s["points"][k] is not None
-            }
-            assert got == recorder.points[t], t
+            assert points_at(doc, k) == expected[t], t
         again = await get_json(app, "/api/v1/history?since=10m&step=2s")
         assert again["folded_events"] == 0  # the run that starts at the base is reused
         assert again["timestamps"] == doc["timestamps"]
