@@ -312,7 +312,7 @@ class HistoryService:
             projection, _ = decode_snapshot(frame.data, config)
             position = frame.position
         elif base is not None:  # the log before the base was compacted away: start there
-            projection, position = base.projection, base.offset
+            projection, position = base.projection(), base.offset
             after = math.floor(base.clock / step_s) + 1
             if first_k < after:
                 first_k, at_base = after, True

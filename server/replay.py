@@ -67,7 +67,7 @@ async def replay_bus(
     base = await load_base(data_dir, bus, config) if data_dir is not None else None
     check_until(base, until_offset, until_ts)
     return await fold_bus(
-        base.projection if base is not None else Projection(config),
+        base.projection() if base is not None else Projection(config),
         bus,
         until_offset=until_offset,
         until_ts=until_ts,
@@ -120,7 +120,7 @@ async def replay_steps_bus(
     compaction the history starts at the base (in ``data_dir``), its first sample set."""
     base = await load_base(data_dir, bus, config) if data_dir is not None else None
     check_until(base, until_offset, until_ts)
-    start = base.projection if base is not None else None
+    start = base.projection() if base is not None else None
     steps = StepFold(config=config, step_s=step_s, until_ts=until_ts, start=start)
     first = await bus.first() if start is None else max(start.offset, await bus.first())
     async for batch in bus.read(first, until_offset):

@@ -69,12 +69,33 @@ class CompactBusy(TallyError):
 
 @dataclass(frozen=True, slots=True)
 class Base:
-    """The base snapshot in use: where the retained log starts, and the state folded up to it."""
+    """The base snapshot in use: where the retained log starts, and the state folded up to it.
+
+    It keeps the encoded bytes, not a decoded projection: a server asks for the base after
+    every checkpoint and needs its state only to restore from it.
+    """
 
     path: Path
     offset: int
     clock: float
-    projection: Projection
+    data: bytes = field(repr=False)
+    config: ProjectionConfig = field(repr=False)
+
+    def projection(self) -> Projection:
+        """A new projection holding the base's state (the caller owns it)."""
+        try:
+            projection, _ = decode_snapshot(self.data, self.config)
+        except SnapshotError as exc:
+            raise _mismatch(self.path, self.offset, exc) from None
+        return projection
+
+
+def _mismatch(path: Path, offset: int, reason: object) -> BaseMismatch:
+    return BaseMismatch(
+        f"the base snapshot {path} cannot be used: {reason}; the log before position "
+        f"{offset} was removed, so it cannot be folded again under this config "
+        "(restore the config it was folded under)"
+    )
 
 
 @dataclass(slots=True)
@@ -123,15 +144,14 @@ async def load_base(data_dir: Path, bus: Bus, config: ProjectionConfig) -> Base 
         if meta.bus_identity != await bus.identity(meta.offset):
             log.warning("ignoring base snapshot %s: it was taken from another log", path)
             continue
-        try:
-            projection, _ = decode_snapshot(data, config)
-        except SnapshotError as exc:
-            raise BaseMismatch(
-                f"the base snapshot {path} cannot be used: {exc}; the log before position "
-                f"{offset} was removed, so it cannot be folded again under this config "
-                "(restore the config it was folded under)"
-            ) from None
-        return Base(path, meta.offset, meta.clock, projection)
+        if meta.fingerprint != config.fingerprint():
+            raise _mismatch(
+                path,
+                offset,
+                f"it was folded under another projection config (fingerprint "
+                f"{meta.fingerprint}, current {config.fingerprint()})",
+            )
+        return Base(path, meta.offset, meta.clock, data, config)
     return None
 
 
@@ -211,7 +231,7 @@ async def _state_before(
             break
     else:
         if base is not None:
-            projection = base.projection
+            projection = base.projection()
         else:
             projection = Projection(config)
             projection.offset = floor
@@ -278,7 +298,7 @@ async def compact(
         data = encode_snapshot(projection, bus_identity=await bus.identity(cut))
         path = base_dir(data_dir) / f"{cut:020d}{_SUFFIX}"
         write_atomically(path, data, tmp=path.with_name(f".{path.name}.{os.getpid()}.tmp"))
-        new = Base(path, cut, projection.clock.now, projection)
+        new = Base(path, cut, projection.clock.now, data, config)
         removed = await bus.drop_before(cut)
         for _, old in list_bases(data_dir)[1:]:
             old.unlink(missing_ok=True)

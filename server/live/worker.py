@@ -106,7 +106,7 @@ class ProjectionWorker:
         floor = base.offset if base is not None else None
         restored = await self.store.load_latest(self.config, floor=floor)
         if restored is None and base is not None:
-            restored = base.projection
+            restored = base.projection()
             log.info("restoring the base snapshot %s", base.path)
         if restored is not None:
             self.projection = restored
