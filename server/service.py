@@ -131,6 +131,7 @@ async def _serve(
         retain_bytes=config.bus.retain_bytes if on_files else None,
         retain_age_s=config.bus.retain_age_s if on_files else None,
         keep_base=not on_files and (config.bus.nats.max_bytes > 0 or config.bus.nats.max_age_s > 0),
+        hold_every_bytes=config.bus.segment_bytes // 2,  # so every segment's start is held
     )
     hub = SseHub(
         lambda: worker.projection.families(),  # noqa: PLW0108 (restore replaces it)

@@ -11,9 +11,11 @@ The cut is where the bus can cut (a segment's start on the file bus, a
 message's on JetStream) at or before the point asked for: ``--before
 POSITION``; ``--older-than DURATION`` (event time: behind the newest event's
 ``ts``, up to the first event younger than that); or ``[bus] retain_bytes`` /
-``retain_age`` (the running server, after each checkpoint). The state there is
-folded from the newest usable state before it: a checkpoint, the current base,
-or the log's start.
+``retain_age`` (the running server, after each checkpoint). The running server
+holds the states its fold passed at cut points (``HeldState``) and cuts at one of
+those, so the base is bytes it already has; otherwise (``tally compact``, or a server
+just restarted past them) the state there is folded from the newest usable state
+before it: a checkpoint, the current base, or the log's start.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import fcntl
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -41,6 +43,7 @@ __all__ = [
     "BaseMismatch",
     "CompactBusy",
     "Compaction",
+    "HeldState",
     "base_dir",
     "check_until",
     "compact",
@@ -90,6 +93,15 @@ class Base:
         return projection
 
 
+@dataclass(frozen=True, slots=True)
+class HeldState:
+    """The state a live fold encoded as it reached a cut point (a segment's start): a base
+    there costs no second fold of the log, nor a second projection in the server."""
+
+    offset: int
+    data: bytes = field(repr=False)
+
+
 def _mismatch(path: Path, offset: int, reason: object) -> BaseMismatch:
     return BaseMismatch(
         f"the base snapshot {path} cannot be used: {reason}; the log before position "
@@ -105,6 +117,8 @@ class Compaction:
     base: Base | None
     removed: list[str] = field(default_factory=list)
     created: bool = False
+    #: The new base is a state the live fold held (``HeldState``): nothing was folded for it.
+    held: bool = False
 
 
 def base_dir(data_dir: Path) -> Path:
@@ -264,11 +278,17 @@ async def compact(
     retain_bytes: int | None = None,
     clock: float | None = None,
     ceiling: int | None = None,
+    held: Sequence[HeldState] = (),
 ) -> Compaction:
     """Cut the log at the highest cut point at or before every limit given, after writing
     the base there; ``clock`` is the log's newest event time if the caller knows it, and
     no cut goes past ``ceiling`` (the running server's folded position: its own reader
     must never find the log cut ahead of it).
+
+    ``held`` are states a live fold took at cut points, oldest first: the newest of them
+    past the current base and at or before the cut becomes the base as it is, and the cut
+    moves back to it (retaining a little more than asked). Only without one is the state
+    at the cut folded here, from a checkpoint or the base.
 
     Without any limit, or when the cut is not past the current base, nothing changes.
     """
@@ -294,13 +314,25 @@ async def compact(
             if base is not None:  # a crash may have left segments before it: remove them
                 return Compaction(base, await bus.drop_before(base.offset))
             return Compaction(base)
-        projection = await _state_before(bus, store, config, base, cut)
-        data = encode_snapshot(projection, bus_identity=await bus.identity(cut))
+        state = next((h for h in reversed(held) if start < h.offset <= cut), None)
+        if state is not None:
+            cut, data = state.offset, state.data
+            when = read_snapshot_meta(data).clock
+        else:
+            projection = await _state_before(bus, store, config, base, cut)
+            data = encode_snapshot(projection, bus_identity=await bus.identity(cut))
+            when = projection.clock.now
+            del projection  # the only reference: free it before anything else is allocated
         path = base_dir(data_dir) / f"{cut:020d}{_SUFFIX}"
         write_atomically(path, data, tmp=path.with_name(f".{path.name}.{os.getpid()}.tmp"))
-        new = Base(path, cut, projection.clock.now, data, config)
+        new = Base(path, cut, when, data, config)
         removed = await bus.drop_before(cut)
         for _, old in list_bases(data_dir)[1:]:
             old.unlink(missing_ok=True)
-        log.info("base snapshot at position %d; removed %s", cut, ", ".join(removed) or "nothing")
-        return Compaction(new, removed, created=True)
+        log.info(
+            "base snapshot at position %d (%s); removed %s",
+            cut,
+            "held by the live fold" if state is not None else "folded to the cut",
+            ", ".join(removed) or "nothing",
+        )
+        return Compaction(new, removed, created=True, held=state is not None)

@@ -15,7 +15,9 @@ After a compaction the restore starts from the base snapshot when no newer
 checkpoint is usable; with ``retain_bytes`` or ``retain_age_s`` (``[bus]``) the
 worker compacts the log after each checkpoint, in a task of its own (never past
 its own checkpoint; a ``tally compact`` that cuts ahead of a catching-up fold
-makes it restore the new base and fold on from there); with
+makes it restore the new base and fold on from there). So that a cut costs no second
+fold, the worker holds its encoded state at a cut point (a segment's start) every
+``hold_every_bytes`` of log it folds (``HeldState``): the base is then bytes it has; with
 ``keep_base`` (a JetStream stream whose own limits delete) it keeps a checkpoint
 past the stream's first message as the base, so replays start where it does.
 """
@@ -36,7 +38,14 @@ from bus.lines import Batch
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from server.live.checkpoint import Checkpoint, CheckpointStore
-from server.live.compact import Compaction, compact, list_bases, load_base, promote
+from server.live.compact import (
+    Compaction,
+    HeldState,
+    compact,
+    list_bases,
+    load_base,
+    promote,
+)
 
 __all__ = ["ProjectionWorker"]
 
@@ -46,6 +55,9 @@ log = logging.getLogger("tally.worker")
 END_TIMEOUT_S: Final = 1.0
 #: How long to wait before reading again when the bus stopped answering.
 RETRY_S: Final = 1.0
+#: At most this many held states, and bytes of them; past either, every other one goes.
+MAX_HELD: Final = 32
+MAX_HELD_BYTES: Final = 64 << 20
 
 
 class ProjectionWorker:
@@ -60,6 +72,7 @@ class ProjectionWorker:
         retain_bytes: int | None = None,
         retain_age_s: float | None = None,
         keep_base: bool = False,
+        hold_every_bytes: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.bus = bus
@@ -86,6 +99,12 @@ class ProjectionWorker:
         self._checkpointed = anyio.Event()
         #: What the last retention pass did (``None``: none ran yet).
         self.last_compaction: Compaction | None = None
+        #: States held at cut points past the base, oldest first (retention only).
+        self.held: list[HeldState] = []
+        self.hold_every_bytes = (
+            hold_every_bytes if retain_bytes is not None or retain_age_s is not None else None
+        )
+        self._bytes_since_held = 0
 
     # -- the bus's end ---------------------------------------------------------
 
@@ -102,6 +121,7 @@ class ProjectionWorker:
 
     async def restore(self) -> None:
         """Load the newest valid checkpoint, else the base, if any (else the state stays empty)."""
+        self.held = []  # states of the fold being replaced
         base = await load_base(self.data_dir, self.bus, self.config)
         floor = base.offset if base is not None else None
         restored = await self.store.load_latest(self.config, floor=floor)
@@ -118,9 +138,32 @@ class ProjectionWorker:
                 (c for c in self.store.list() if c.offset == restored.offset), None
             )
 
-    def _fold(self, batch: Batch) -> None:
+    async def _fold(self, batch: Batch) -> None:
+        if (
+            self.hold_every_bytes is not None
+            and self._bytes_since_held >= self.hold_every_bytes
+            and batch.start == self.projection.offset
+        ):
+            await self._hold(batch.start)
         self.projection.fold_batch(batch)
         self._events_since_checkpoint += len(batch.events)
+        self._bytes_since_held += batch.nbytes
+
+    async def _hold(self, position: int) -> None:
+        """Keep the state at ``position`` (all before it folded) if the bus can cut there."""
+        try:
+            if await self.bus.cut_point(position) != position:
+                return
+            offset, data = await self.store.prepare(self.projection)
+        except BusError as exc:  # the fold goes on; the next cut point is held instead
+            log.debug("not holding the state at %d: %s", position, exc)
+            return
+        self.held.append(HeldState(offset, data))
+        self._bytes_since_held = 0
+        while len(self.held) > 1 and (
+            len(self.held) > MAX_HELD or sum(len(h.data) for h in self.held) > MAX_HELD_BYTES
+        ):
+            self.held = self.held[::-1][::2][::-1]  # the newest, and every other one before it
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -158,7 +201,7 @@ class ProjectionWorker:
             target = await self.bus.end()
             log.info("catching up on %s from offset %d to %d", self.bus.url, start, target)
             async for batch in self.bus.read(start):
-                self._fold(batch)
+                await self._fold(batch)
                 await self._maybe_checkpoint()
                 await anyio.sleep(0)  # let scrapes in between batches
                 if batch.end >= target:
@@ -169,7 +212,7 @@ class ProjectionWorker:
             self.ready.set()
             log.info("ready at offset %d", self.projection.offset)
         async for batch in self.bus.follow(self.projection.offset):
-            self._fold(batch)
+            await self._fold(batch)
             await self._maybe_checkpoint()
 
     async def _start(self) -> int:
@@ -251,7 +294,11 @@ class ProjectionWorker:
                     older_than_s=self.retain_age_s,
                     clock=self.projection.clock.now,
                     ceiling=folded,
+                    held=self.held,
                 )
+                base = self.last_compaction.base
+                if base is not None:  # what is at or before the base can never be used
+                    self.held = [h for h in self.held if h.offset > base.offset]
             except (TallyError, OSError) as exc:  # busy, a full disk, a bus away: next time
                 log.warning("retention: cannot compact the log now: %s", exc)
 

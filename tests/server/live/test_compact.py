@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import signal
 import subprocess
@@ -263,14 +264,20 @@ def _done_at(compaction: Compaction | None, position: int) -> bool:
 
 @pytest.mark.anyio
 async def test_the_server_applies_retain_bytes_after_a_checkpoint_and_restarts_from_the_base(
-    data_dir: Path, log: int
+    data_dir: Path, log: int, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="tally.compact")
     expected = rendered(await _replay(data_dir, None))
     expected_cut = bytes_cut([seg.base for seg in list_segments(bus_dir(data_dir))], log, 40_000)
     config = BusConfig(durability="never", segment_bytes=16_000, retain_bytes=40_000)
     async with FileBus(bus_dir(data_dir), data_dir, config) as bus:
         worker = ProjectionWorker(
-            data_dir, bus, CONFIG, checkpoint_every_events=500, retain_bytes=40_000
+            data_dir,
+            bus,
+            CONFIG,
+            checkpoint_every_events=500,
+            retain_bytes=40_000,
+            hold_every_bytes=8_000,
         )
         async with anyio.create_task_group() as tg:
             await tg.start(worker.run)
@@ -281,6 +288,9 @@ async def test_the_server_applies_retain_bytes_after_a_checkpoint_and_restarts_f
                 while not _done_at(worker.last_compaction, expected_cut):
                     await anyio.sleep(0.02)
             tg.cancel_scope.cancel()
+        bases = [r.getMessage() for r in caplog.records if r.getMessage().startswith("base ")]
+        assert bases and all("held by the live fold" in m for m in bases)  # no second fold
+        assert all(h.offset > expected_cut for h in worker.held)
         segments = list_segments(bus_dir(data_dir))
         assert segments[0].base == expected_cut
         held = segments[-1].end - segments[0].base
