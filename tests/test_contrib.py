@@ -185,6 +185,19 @@ def test_dashboard_is_importable():
             assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
 
 
+def test_the_duration_panels_ask_for_the_exemplars_tally_emits():
+    catalogue = Catalogue(ProjectionConfig())
+    families = {spec.name for spec in catalogue.by_name.values() if spec.exemplar}
+    asked = {
+        name
+        for panel in _panels(dashboard()["panels"])
+        for target in panel.get("targets", [])
+        if target.get("exemplar")
+        for name in metric_names(target["expr"])
+    }
+    assert {name.removesuffix("_bucket") for name in asked} == families
+
+
 def test_rules_alert_on_each_condition():
     alerts = {r["alert"] for r in rules() if "alert" in r}
     assert alerts == {
