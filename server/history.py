@@ -8,7 +8,11 @@ more than ``max_fold_events`` events.
   ``MAX_KEYFRAME_BYTES`` in all (the oldest go first). ``run`` takes one of the live
   projection whenever its clock moved a spacing past the newest (checked every
   ``KEYFRAME_POLL_S``, so a catch-up encodes at most one a second); a history fold takes
-  them as it goes too, so a second query over the same past starts close to it.
+  them as it goes too, so a second query over the same past starts close to it. They
+  are kept on disk as well (``<data-dir>/snapshots/keyframes/<position>.snap``, a cache:
+  written without fsync, each with the log's identity at its position), and a server
+  starting again takes back those of the same log and config, so its first query does
+  not fold from the log's start.
 * A history is folded from the newest keyframe at or before its first boundary (or from
   the base snapshot of a compacted log, its first boundary then the first after the
   base's clock; or from the log's first position) up to the live projection's
@@ -30,26 +34,36 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
 
+from bus.contract import Bus
+from bus.errors import TallyError
 from bus.lines import Batch
+from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.history import MAX_BOUNDARIES, BoundarySampler, boundary_span, default_step
 from projections.metrics.families import CounterFamily, GaugeFamily, HistogramFamily, Labels
 from projections.metrics.summary import AnyFamily
 from projections.replay import DurationError, parse_duration
-from projections.snapshot import decode_snapshot, encode_snapshot
+from projections.snapshot import (
+    SnapshotError,
+    decode_snapshot,
+    encode_snapshot,
+    read_snapshot_meta,
+)
 from server.http.routing import Request, Response, gzip_if_accepted
 from server.live.compact import load_base
 from server.live.sse import series_payload
 from server.live.worker import ProjectionWorker
 
-__all__ = ["HistoryService", "HistoryStats", "Keyframe", "Keyframes"]
+__all__ = ["HistoryService", "HistoryStats", "Keyframe", "Keyframes", "keyframe_dir"]
 
 log = logging.getLogger("tally.history")
 
@@ -62,10 +76,16 @@ MAX_RUNS: Final = 4
 #: The most series one history holds; past it, new series are left out (``series_left_out``).
 MAX_SERIES: Final = 10_000
 MAX_FOLD_EVENTS: Final = 1_000_000
+_SUFFIX: Final = ".snap"
 RETRY_AFTER_S: Final = 1
 
 SeriesKey = tuple[str, Labels]
 _META: Final = ("name", "type", "labels")
+
+
+def keyframe_dir(data_dir: Path) -> Path:
+    """``<data-dir>/snapshots/keyframes``: the keyframes a server keeps across restarts."""
+    return data_dir / "snapshots" / "keyframes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +96,27 @@ class Keyframe:
 
 
 class Keyframes:
-    """Encoded states ordered by clock, at least ``spacing_s`` apart; bounded in count and bytes."""
+    """Encoded states ordered by clock, at least ``spacing_s`` apart; bounded in count and bytes.
+
+    With a ``directory`` each is also written there, removed when it goes, and ``load``
+    takes them back.
+    """
 
     def __init__(
         self,
         *,
+        directory: Path | None = None,
         spacing_s: float = KEYFRAME_SPACING_S,
         max_count: int = MAX_KEYFRAMES,
         max_bytes: int = MAX_KEYFRAME_BYTES,
     ) -> None:
+        self.directory = directory
         self.spacing_s = spacing_s
         self.max_count = max_count
         self.max_bytes = max_bytes
         self.frames: list[Keyframe] = []
         self.nbytes = 0
+        self._warned = False
 
     def due(self, clock: float) -> bool:
         """Whether a state at ``clock`` is a spacing away from every keyframe held."""
@@ -99,16 +126,94 @@ class Keyframes:
         after = clocks[i] if i < len(clocks) else math.inf
         return clock - before >= self.spacing_s and after - clock >= self.spacing_s
 
-    def add(self, projection: Projection) -> None:
-        """Keep the state of ``projection`` (if due), then drop the oldest beyond the limits."""
+    def add(self, projection: Projection, *, identity: str = "") -> None:
+        """Keep the state of ``projection`` (if due), then drop the oldest beyond the limits;
+        ``identity`` is the log's at the projection's position (``Bus.identity``)."""
         clock = projection.clock.now
         if not self.due(clock):
             return
-        frame = Keyframe(clock, projection.offset, encode_snapshot(projection))
+        data = encode_snapshot(projection, bus_identity=identity)
+        frame = Keyframe(clock, projection.offset, data)
+        if self._insert(frame):
+            self._save(frame)
+
+    async def take(self, projection: Projection, bus: Bus) -> None:
+        """``add`` with the log's identity at the projection's position, asked only when due."""
+        while self.due(projection.clock.now):
+            position = projection.offset
+            try:
+                identity = await bus.identity(position)
+            except TallyError as exc:  # a bus away: the next one
+                log.debug("no keyframe at %d: %s", position, exc)
+                return
+            if projection.offset == position:  # else the fold moved on meanwhile: again
+                self.add(projection, identity=identity)
+                return
+
+    async def load(self, bus: Bus, config: ProjectionConfig) -> int:
+        """Take back the keyframes a previous server left in ``directory``: those of this
+        log (its identity at their position) and this config; remove the others. How many."""
+        if self.directory is None:
+            return 0
+        try:
+            paths = sorted(self.directory.iterdir())
+        except OSError:
+            return 0
+        fingerprint = config.fingerprint()
+        for path in paths:
+            try:
+                if path.suffix != _SUFFIX or path.name.startswith("."):  # a write cut short
+                    path.unlink()
+                    continue
+                data = path.read_bytes()
+                meta = read_snapshot_meta(data)
+                same = meta.fingerprint == fingerprint and (
+                    meta.bus_identity == await bus.identity(meta.offset)
+                )
+            except (OSError, SnapshotError, TallyError) as exc:
+                log.debug("keyframe %s not taken back: %s", path, exc)
+                same = False
+            if not (
+                same
+                and self.due(meta.clock)
+                and self._insert(Keyframe(meta.clock, meta.offset, data))
+            ):
+                path.unlink(missing_ok=True)
+        log.info("%d keyframes taken back from %s", len(self.frames), self.directory)
+        return len(self.frames)
+
+    def _insert(self, frame: Keyframe) -> bool:
+        """Hold ``frame`` and drop the oldest beyond the limits; whether ``frame`` stayed."""
         bisect.insort(self.frames, frame, key=lambda f: f.clock)
         self.nbytes += len(frame.data)
+        kept = True
         while self.frames and (len(self.frames) > self.max_count or self.nbytes > self.max_bytes):
-            self.nbytes -= len(self.frames.pop(0).data)
+            old = self.frames.pop(0)
+            self.nbytes -= len(old.data)
+            kept = kept and old is not frame
+            if self.directory is not None and old is not frame:
+                self._path(old).unlink(missing_ok=True)
+        return kept
+
+    def _path(self, frame: Keyframe) -> Path:
+        assert self.directory is not None
+        return self.directory / f"{frame.position:020d}{_SUFFIX}"
+
+    def _save(self, frame: Keyframe) -> None:
+        """Write ``frame`` to the directory: a cache, so no fsync, and a failure only logged."""
+        if self.directory is None:
+            return
+        path = self._path(frame)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(frame.data)
+            os.replace(tmp, path)
+        except OSError as exc:  # a full disk, say: the keyframe is still held in memory
+            tmp.unlink(missing_ok=True)
+            if not self._warned:
+                log.warning("cannot keep keyframes in %s: %s", self.directory, exc)
+                self._warned = True
 
     def at_or_before(self, clock: float) -> Keyframe | None:
         """The newest keyframe whose clock is at or before ``clock``."""
@@ -227,7 +332,11 @@ class HistoryService:
     ) -> None:
         self.worker = worker
         self.max_fold_events = max_fold_events
-        self.keyframes = keyframes if keyframes is not None else Keyframes()
+        self.keyframes = (
+            keyframes
+            if keyframes is not None
+            else Keyframes(directory=keyframe_dir(worker.data_dir))
+        )
         self.runs: OrderedDict[tuple[tuple[str, ...], float], _Run] = OrderedDict()
         self._stats = HistoryStats()
         self._lock = anyio.Lock()
@@ -239,10 +348,13 @@ class HistoryService:
         return self._stats
 
     async def run(self) -> None:
-        """Take keyframes of the live projection as its clock moves on, until cancelled."""
+        """Take back the keyframes kept on disk, then take keyframes of the live projection
+        as its clock moves on, until cancelled."""
+        async with self._lock:  # no query starts from a keyframe set half loaded
+            await self.keyframes.load(self.worker.bus, self.worker.config)
         while True:
             await anyio.sleep(KEYFRAME_POLL_S)
-            self.keyframes.add(self.worker.projection)
+            await self.keyframes.take(self.worker.projection, self.worker.bus)
 
     # -- the endpoint ----------------------------------------------------------
 
@@ -344,7 +456,7 @@ class HistoryService:
             run.sampler.add(batch)
             run.position = batch.end
             folded += len(batch.events)
-            self.keyframes.add(projection)
+            await self.keyframes.take(projection, self.worker.bus)
             if folded >= self.max_fold_events:
                 break
             await anyio.sleep(0)  # let scrapes and the live fold in between batches

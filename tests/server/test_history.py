@@ -22,9 +22,10 @@ from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.metrics.summary import AnyFamily
 from projections.replay import StepFold
+from projections.snapshot import decode_snapshot, encode_snapshot, read_snapshot_meta
 from server import history
 from server.app import App
-from server.history import HistoryService, Keyframes
+from server.history import HistoryService, Keyframes, keyframe_dir
 from server.http.routing import Request, Response
 from server.live.compact import compact
 from server.live.group_commit import GroupCommitter
@@ -223,6 +224,60 @@ async def test_a_new_query_starts_from_a_keyframe_not_the_log_start(data_dir: Pa
                 if (s["name"], s["labels"]) == (series["name"], series["labels"])
             )
             assert series["points"] == same["points"][-len(series["points"]) :]
+
+
+async def test_keyframes_kept_on_disk_let_a_restarted_server_start_near_the_query(
+    data_dir: Path,
+) -> None:
+    frames = keyframe_dir(data_dir)
+    async with live_app(data_dir) as (app, bus):
+        await append_mixed(bus, 6000)
+        await caught_up(app, bus)
+        app.history.keyframes = Keyframes(directory=frames, spacing_s=10.0)
+        before = await get_json(app, "/api/v1/history?since=20s&step=1s&match=ralph")
+        assert before["folded_events"] > 5000  # no keyframe yet: from the log's start
+        kept = sorted(p.name for p in frames.iterdir())
+        assert len(kept) >= 4 and kept == [
+            f"{f.position:020d}.snap" for f in app.history.keyframes.frames
+        ]
+    async with live_app(data_dir) as (app, bus):
+        app.history.keyframes = Keyframes(directory=frames, spacing_s=10.0)
+        assert await app.history.keyframes.load(bus, ProjectionConfig()) == len(kept)
+        after = await get_json(app, "/api/v1/history?since=20s&step=1s&match=ralph")
+        assert after["folded_events"] < 3000  # from a keyframe at most 10 s before `from`
+        assert {k: v for k, v in after.items() if k != "folded_events"} == {
+            k: v for k, v in before.items() if k != "folded_events"
+        }
+
+
+async def test_keyframes_of_another_log_or_config_or_cut_short_are_not_taken_back(
+    data_dir: Path,
+) -> None:
+    frames = keyframe_dir(data_dir)
+    async with live_app(data_dir) as (app, bus):
+        await append_mixed(bus, 3000)
+        await caught_up(app, bus)
+        app.history.keyframes = Keyframes(directory=frames, spacing_s=10.0)
+        await get_json(app, "/api/v1/history?since=30m&step=1s")
+        held = app.history.keyframes.frames
+        assert len(held) >= 3
+    good, other_config, other_log = (frames / f"{f.position:020d}.snap" for f in held[:3])
+    data = other_config.read_bytes()
+    projection, _ = decode_snapshot(data, ProjectionConfig())
+    meta = read_snapshot_meta(data)
+    elsewhere = Projection(ProjectionConfig(max_series_per_family=7))
+    elsewhere.offset = meta.offset
+    other_config.write_bytes(encode_snapshot(elsewhere, bus_identity=meta.bus_identity))
+    other_log.write_bytes(encode_snapshot(projection, bus_identity="another log"))
+    (frames / "00000000000000000123.snap").write_bytes(b"\x00 torn")
+    (frames / f".{good.name}.77.tmp").write_bytes(b"cut short")
+    async with open_bus(None, data_dir, BusConfig()) as bus:
+        again = Keyframes(directory=frames, spacing_s=10.0)
+        assert await again.load(bus, ProjectionConfig()) == len(held) - 2
+    assert good.exists() and not other_config.exists() and not other_log.exists()
+    assert sorted(p.name for p in frames.iterdir()) == [
+        f"{f.position:020d}.snap" for f in again.frames
+    ]
 
 
 async def test_a_query_past_its_fold_budget_is_503_and_goes_on_when_asked_again(
