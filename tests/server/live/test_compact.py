@@ -23,6 +23,8 @@ from bus.writer import BusWriter
 from projections.config import ProjectionConfig
 from projections.exposition.formats import FORMATS, render
 from projections.fold import Projection
+from projections.snapshot import decode_snapshot
+from server.live import worker as worker_module
 from server.live.compact import (
     CompactBusy,
     Compaction,
@@ -305,6 +307,32 @@ async def test_the_server_applies_retain_bytes_after_a_checkpoint_and_restarts_f
             tg.cancel_scope.cancel()
         assert again.restored_from == segments[0].base
         assert rendered(again.projection) == expected
+
+
+@pytest.mark.anyio
+async def test_the_live_fold_holds_at_segment_starts_the_state_a_replay_to_there_gives(
+    data_dir: Path, log: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "MAX_HELD", 8)  # 25 segments: thinned twice or more
+    starts = [seg.base for seg in list_segments(bus_dir(data_dir))]
+    async with FileBus(bus_dir(data_dir), data_dir, BUS) as bus:
+        worker = ProjectionWorker(data_dir, bus, CONFIG, retain_bytes=10**12, hold_every_bytes=1)
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            with anyio.fail_after(30):
+                await worker.ready.wait()
+            tg.cancel_scope.cancel()
+    held = [h.offset for h in worker.held]
+    assert len(starts) > 16 and 4 <= len(held) <= 8
+    assert held == sorted(held) and set(held) <= set(starts[1:])
+    assert held[-1] == starts[-1] and held[0] < starts[len(starts) // 2]  # thinned, spread
+    for state in worker.held:
+        projection, meta = decode_snapshot(state.data, CONFIG)
+        assert meta.offset == state.offset
+        replayed = await anyio.to_thread.run_sync(
+            lambda at=state.offset: fold(data_dir, until_offset=at)  # type: ignore[misc]
+        )
+        assert rendered(projection) == replayed
 
 
 @pytest.mark.anyio
