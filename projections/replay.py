@@ -102,6 +102,16 @@ def fold_steps(
     return steps.render()
 
 
+def _first_at_or_after(t0: float, step_s: float, clock: float) -> int:
+    """The least ``k`` with ``t0 + k * step_s >= clock``, as the fold computes boundaries."""
+    k = max(0, math.ceil((clock - t0) / step_s))
+    while k > 0 and t0 + (k - 1) * step_s >= clock:
+        k -= 1
+    while t0 + k * step_s < clock:
+        k += 1
+    return k
+
+
 class StepFold:
     """The state as of every ``step_s`` of event time, each sample set timestamped: ``add``
     the log's batches in order, then ``render`` OpenMetrics.
@@ -112,8 +122,11 @@ class StepFold:
     after the final event. An event whose ``ts`` lies behind the clock counts in
     the step in which it appears in the log. An empty log gives just ``# EOF``.
 
-    ``start`` is a state to go on from (a compacted log's base): then ``t0`` is its
-    clock, and the first sample set is that state.
+    ``start`` is a state to go on from (a compacted log's base), and ``log_start`` the
+    first event ``ts`` of the log before the cut (``SnapshotMeta.log_start``): then the
+    boundaries are those of the whole log from the first at or after the state's clock,
+    and the sample sets are the whole log's from there on. Without ``log_start`` (a base
+    that predates it) ``t0`` is the state's clock, and the first sample set that state.
     """
 
     def __init__(
@@ -123,6 +136,7 @@ class StepFold:
         step_s: float,
         until_ts: float | None = None,
         start: Projection | None = None,
+        log_start: float | None = None,
     ) -> None:
         if not (math.isfinite(step_s) and step_s > 0):
             raise DurationError(f"step must be a positive duration, got {step_s!r} s")
@@ -135,6 +149,9 @@ class StepFold:
         self.boundary = math.inf
         if start is not None and math.isfinite(start.clock.now):
             self.t0 = self.boundary = start.clock.now
+            if log_start is not None and log_start <= start.clock.now:
+                self.t0, self.k = log_start, _first_at_or_after(log_start, step_s, start.clock.now)
+                self.boundary = self.t0 + self.k * self.step_s
 
     def add(self, batch: Batch) -> None:
         """Fold the next batch of the log, adding a sample set at each boundary it passes."""

@@ -22,6 +22,7 @@ __all__ = [
     "decode_snapshot",
     "encode_snapshot",
     "read_snapshot_meta",
+    "restamp_snapshot",
 ]
 
 SNAPSHOT_VERSION: Final = 4  # 3: histogram exemplars; 4: when each series last changed
@@ -45,6 +46,9 @@ class SnapshotMeta(msgspec.Struct, frozen=True, kw_only=True):
     bus_identity: str
     #: The event clock (max event ``ts`` folded).
     clock: float
+    #: A base snapshot's: the ``ts`` of the first stamped event of the log before any cut,
+    #: where ``tally replay --step`` counts its boundaries from (``None``: not known).
+    log_start: float | None = None
 
 
 class _Snapshot(msgspec.Struct, kw_only=True):
@@ -56,9 +60,26 @@ class _Head(msgspec.Struct):
     meta: SnapshotMeta
 
 
+class _Restamp(msgspec.Struct, kw_only=True):
+    meta: SnapshotMeta
+    state: msgspec.Raw
+
+
 _encoder: Final = msgspec.msgpack.Encoder()
 _head_decoder: Final = msgspec.msgpack.Decoder(_Head)
 _decoder: Final = msgspec.msgpack.Decoder(_Snapshot)
+_restamp_decoder: Final = msgspec.msgpack.Decoder(_Restamp)
+
+
+def restamp_snapshot(data: bytes, *, log_start: float | None) -> bytes:
+    """``data`` with its header's ``log_start`` set; the state's bytes are copied, not decoded."""
+    read_snapshot_meta(data)  # SnapshotError if it is not a snapshot of this version
+    try:
+        snapshot = _restamp_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise SnapshotError(f"corrupt snapshot: {exc}") from None
+    meta = msgspec.structs.replace(snapshot.meta, log_start=log_start)
+    return _encoder.encode(_Restamp(meta=meta, state=snapshot.state))
 
 
 def encode_snapshot(projection: Projection, *, bus_identity: str = "") -> bytes:

@@ -25,23 +25,23 @@ from bus.contract import Bus, open_bus
 from projections.config import ProjectionConfig
 from projections.fold import Projection
 from projections.replay import StepFold, fold_batch
-from server.live.compact import check_until, load_base
+from server.live.compact import Base, check_until, load_base
 
 __all__ = ["fold_bus", "replay", "replay_bus", "replay_steps", "replay_steps_bus"]
 
 
-async def _base_state(
+async def _base(
     bus: Bus,
     data_dir: Path | None,
     config: ProjectionConfig,
     until_offset: int | None,
     until_ts: float | None,
-) -> Projection | None:
-    """The state of the base snapshot in ``data_dir`` to fold on from (``None``: there is none,
-    fold from the log's start); ``NotRetained`` if ``until_*`` asks for a point before it."""
+) -> Base | None:
+    """The base snapshot in ``data_dir`` to fold on from (``None``: there is none, fold from
+    the log's start); ``NotRetained`` if ``until_*`` asks for a point before it."""
     base = await load_base(data_dir, bus, config) if data_dir is not None else None
     check_until(base, until_offset, until_ts)
-    return base.projection() if base is not None else None
+    return base
 
 
 async def fold_bus(
@@ -78,9 +78,9 @@ async def replay_bus(
     data_dir: Path | None = None,
 ) -> Projection:
     """Fold ``bus`` from its start (the base snapshot in ``data_dir``, if any) (see ``replay``)."""
-    start = await _base_state(bus, data_dir, config, until_offset, until_ts)
+    base = await _base(bus, data_dir, config, until_offset, until_ts)
     return await fold_bus(
-        start if start is not None else Projection(config),
+        base.projection() if base is not None else Projection(config),
         bus,
         until_offset=until_offset,
         until_ts=until_ts,
@@ -130,9 +130,17 @@ async def replay_steps_bus(
     data_dir: Path | None = None,
 ) -> bytes:
     """OpenMetrics with the state as of every ``step_s`` of event time (``StepFold``); after a
-    compaction the history starts at the base (in ``data_dir``), its first sample set."""
-    start = await _base_state(bus, data_dir, config, until_offset, until_ts)
-    steps = StepFold(config=config, step_s=step_s, until_ts=until_ts, start=start)
+    compaction the history goes on from the base (in ``data_dir``): the whole log's sample
+    sets from the first boundary at or after the base's clock."""
+    base = await _base(bus, data_dir, config, until_offset, until_ts)
+    start = base.projection() if base is not None else None
+    steps = StepFold(
+        config=config,
+        step_s=step_s,
+        until_ts=until_ts,
+        start=start,
+        log_start=base.log_start if base is not None else None,
+    )
     first = await bus.first() if start is None else max(start.offset, await bus.first())
     async for batch in bus.read(first, until_offset):
         steps.add(batch)

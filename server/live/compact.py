@@ -34,7 +34,13 @@ from bus.contract import Bus
 from bus.errors import NotRetained, TallyError
 from projections.config import ProjectionConfig
 from projections.fold import Projection
-from projections.snapshot import SnapshotError, decode_snapshot, encode_snapshot, read_snapshot_meta
+from projections.snapshot import (
+    SnapshotError,
+    decode_snapshot,
+    encode_snapshot,
+    read_snapshot_meta,
+    restamp_snapshot,
+)
 from server.atomic import write_atomically
 from server.live.checkpoint import CheckpointStore
 
@@ -49,6 +55,7 @@ __all__ = [
     "compact",
     "list_bases",
     "load_base",
+    "log_start",
     "promote",
 ]
 
@@ -83,6 +90,8 @@ class Base:
     clock: float
     data: bytes = field(repr=False)
     config: ProjectionConfig = field(repr=False)
+    #: The first event ``ts`` of the log before any cut (``SnapshotMeta.log_start``).
+    log_start: float | None = None
 
     def projection(self) -> Projection:
         """A new projection holding the base's state (the caller owns it)."""
@@ -165,7 +174,7 @@ async def load_base(data_dir: Path, bus: Bus, config: ProjectionConfig) -> Base 
                 f"it was folded under another projection config (fingerprint "
                 f"{meta.fingerprint}, current {config.fingerprint()})",
             )
-        return Base(path, meta.offset, meta.clock, data, config)
+        return Base(path, meta.offset, meta.clock, data, config, meta.log_start)
     return None
 
 
@@ -217,6 +226,18 @@ async def _log_clock(bus: Bus, store: CheckpointStore, start: int, clock: float)
     return clock
 
 
+async def log_start(bus: Bus, base: Base | None) -> float | None:
+    """The first stamped event's ``ts`` of the log before any cut: the base's record of it,
+    else the log's own first (``None`` if the base predates the record, or none is stamped)."""
+    if base is not None:
+        return base.log_start
+    async for batch in bus.read(await bus.first()):
+        for event in batch.events:
+            if event.ts is not None and math.isfinite(event.ts):
+                return event.ts
+    return None
+
+
 async def _first_younger(bus: Bus, start: int, threshold: float) -> int:
     """The position of the first event from ``start`` on with ``ts`` after ``threshold``."""
     end = start
@@ -255,12 +276,13 @@ async def _state_before(
     return projection
 
 
-def promote(data_dir: Path, checkpoint: Path, offset: int) -> Path:
-    """Make the checkpoint at ``offset`` the base (a copy, written atomically); the older
-    bases go. What a server on a JetStream stream with limits does: the stream deletes."""
+def promote(data_dir: Path, checkpoint: Path, offset: int, start_ts: float | None) -> Path:
+    """Make the checkpoint at ``offset`` the base (a copy, written atomically, with the log's
+    ``start_ts``: see ``log_start``); the older bases go. What a server on a JetStream stream
+    with limits does: the stream deletes."""
     with _locked(data_dir):
         path = base_dir(data_dir) / f"{offset:020d}{_SUFFIX}"
-        data = checkpoint.read_bytes()
+        data = restamp_snapshot(checkpoint.read_bytes(), log_start=start_ts)
         write_atomically(path, data, tmp=path.with_name(f".{path.name}.{os.getpid()}.tmp"))
         for _, old in list_bases(data_dir)[1:]:
             old.unlink(missing_ok=True)
@@ -314,6 +336,7 @@ async def compact(
             if base is not None:  # a crash may have left segments before it: remove them
                 return Compaction(base, await bus.drop_before(base.offset))
             return Compaction(base)
+        start_ts = await log_start(bus, base)
         state = next((h for h in reversed(held) if start < h.offset <= cut), None)
         if state is not None:
             cut, data = state.offset, state.data
@@ -323,9 +346,10 @@ async def compact(
             data = encode_snapshot(projection, bus_identity=await bus.identity(cut))
             when = projection.clock.now
             del projection  # the only reference: free it before anything else is allocated
+        data = restamp_snapshot(data, log_start=start_ts)
         path = base_dir(data_dir) / f"{cut:020d}{_SUFFIX}"
         write_atomically(path, data, tmp=path.with_name(f".{path.name}.{os.getpid()}.tmp"))
-        new = Base(path, cut, when, data, config)
+        new = Base(path, cut, when, data, config, start_ts)
         removed = await bus.drop_before(cut)
         for _, old in list_bases(data_dir)[1:]:
             old.unlink(missing_ok=True)

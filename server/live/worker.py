@@ -44,6 +44,7 @@ from server.live.compact import (
     compact,
     list_bases,
     load_base,
+    log_start,
     promote,
 )
 
@@ -312,8 +313,11 @@ class ProjectionWorker:
             first = await self.bus.first()
             bases = list_bases(self.data_dir)
             if checkpoint.offset >= first and (not bases or bases[0][0] < first):
+                start_ts = await log_start(
+                    self.bus, await load_base(self.data_dir, self.bus, self.config)
+                )
                 await anyio.to_thread.run_sync(
-                    promote, self.data_dir, checkpoint.path, checkpoint.offset
+                    promote, self.data_dir, checkpoint.path, checkpoint.offset, start_ts
                 )
         except (TallyError, OSError) as exc:
             log.warning("retention: cannot keep a base snapshot now: %s", exc)

@@ -23,7 +23,7 @@ from bus.writer import BusWriter
 from projections.config import ProjectionConfig
 from projections.exposition.formats import FORMATS, render
 from projections.fold import Projection
-from projections.snapshot import decode_snapshot
+from projections.snapshot import decode_snapshot, restamp_snapshot
 from server.live import worker as worker_module
 from server.live.compact import (
     CompactBusy,
@@ -132,9 +132,36 @@ def test_before_the_base_exits_2_naming_the_earliest_position_and_time(
         assert f"the earliest this log can serve is position {base} (event time 17" in err
 
 
-def test_step_history_starts_at_the_base(data_dir: Path, log: int) -> None:
+def _samples(text: bytes) -> dict[tuple[str, float], str]:
+    """A ``--step`` history's samples: (series, timestamp) to value."""
+    out = {}
+    for line in text.decode().splitlines():
+        if line and not line.startswith("#"):
+            series, value, ts = line.rsplit(" ", 2)
+            out[(series, float(ts))] = value
+    return out
+
+
+def test_step_history_after_a_cut_is_the_whole_logs_from_the_base_on(
+    data_dir: Path, log: int
+) -> None:
+    whole = _samples(replay_steps(data_dir, config=CONFIG, bus_config=BUS, step_s=5.0))
+    segments = list_segments(bus_dir(data_dir))
+    for at in (segments[3].base, segments[9].base):  # the second cut keeps the first's grid
+        base, _ = anyio.run(lambda at=at: cut(data_dir, before=at))  # type: ignore[misc]
+        clock = replay(data_dir, config=CONFIG, bus_config=BUS, until_offset=base).clock.now
+        after = _samples(replay_steps(data_dir, config=CONFIG, bus_config=BUS, step_s=5.0))
+        assert after == {key: v for key, v in whole.items() if key[1] >= clock}
+        assert len({ts for _, ts in after}) < len({ts for _, ts in whole})
+
+
+def test_step_history_of_a_base_without_the_logs_start_starts_at_its_clock(
+    data_dir: Path, log: int
+) -> None:
     segments = list_segments(bus_dir(data_dir))
     base, _ = anyio.run(lambda: cut(data_dir, before=segments[3].base))
+    path = list_bases(data_dir)[0][1]  # as a base written before log_start was recorded
+    path.write_bytes(restamp_snapshot(path.read_bytes(), log_start=None))
     clock = replay(data_dir, config=CONFIG, bus_config=BUS, until_offset=base).clock.now
     text = replay_steps(data_dir, config=CONFIG, bus_config=BUS, step_s=5.0).decode()
     first = next(line for line in text.splitlines() if line.startswith("tally_folded_offset"))
