@@ -25,7 +25,7 @@ from projections.replay import StepFold
 from projections.snapshot import decode_snapshot, encode_snapshot, read_snapshot_meta
 from server import history
 from server.app import App
-from server.history import HistoryService, Keyframes, keyframe_dir
+from server.history import HistoryService, Keyframe, Keyframes, keyframe_dir
 from server.http.routing import Request, Response
 from server.live.compact import compact
 from server.live.group_commit import GroupCommitter
@@ -226,24 +226,30 @@ async def test_a_new_query_starts_from_a_keyframe_not_the_log_start(data_dir: Pa
             assert series["points"] == same["points"][-len(series["points"]) :]
 
 
+async def kept_keyframes(
+    data_dir: Path, n: int, query: str
+) -> tuple[dict[str, Any], list[Keyframe]]:
+    """A server over ``n`` events answers ``query``, keeping keyframes 10 s apart on disk."""
+    async with live_app(data_dir) as (app, bus):
+        await append_mixed(bus, n)
+        await caught_up(app, bus)
+        app.history.keyframes = Keyframes(directory=keyframe_dir(data_dir), spacing_s=10.0)
+        return await get_json(app, query), app.history.keyframes.frames
+
+
 async def test_keyframes_kept_on_disk_let_a_restarted_server_start_near_the_query(
     data_dir: Path,
 ) -> None:
     frames = keyframe_dir(data_dir)
-    async with live_app(data_dir) as (app, bus):
-        await append_mixed(bus, 6000)
-        await caught_up(app, bus)
-        app.history.keyframes = Keyframes(directory=frames, spacing_s=10.0)
-        before = await get_json(app, "/api/v1/history?since=20s&step=1s&match=ralph")
-        assert before["folded_events"] > 5000  # no keyframe yet: from the log's start
-        kept = sorted(p.name for p in frames.iterdir())
-        assert len(kept) >= 4 and kept == [
-            f"{f.position:020d}.snap" for f in app.history.keyframes.frames
-        ]
+    query = "/api/v1/history?since=20s&step=1s&match=ralph"
+    before, held = await kept_keyframes(data_dir, 6000, query)
+    assert before["folded_events"] > 5000  # no keyframe yet: from the log's start
+    kept = sorted(p.name for p in frames.iterdir())
+    assert len(kept) >= 4 and kept == [f"{f.position:020d}.snap" for f in held]
     async with live_app(data_dir) as (app, bus):
         app.history.keyframes = Keyframes(directory=frames, spacing_s=10.0)
         assert await app.history.keyframes.load(bus, ProjectionConfig()) == len(kept)
-        after = await get_json(app, "/api/v1/history?since=20s&step=1s&match=ralph")
+        after = await get_json(app, query)
         assert after["folded_events"] < 3000  # from a keyframe at most 10 s before `from`
         assert {k: v for k, v in after.items() if k != "folded_events"} == {
             k: v for k, v in before.items() if k != "folded_events"
@@ -254,13 +260,8 @@ async def test_keyframes_of_another_log_or_config_or_cut_short_are_not_taken_bac
     data_dir: Path,
 ) -> None:
     frames = keyframe_dir(data_dir)
-    async with live_app(data_dir) as (app, bus):
-        await append_mixed(bus, 3000)
-        await caught_up(app, bus)
-        app.history.keyframes = Keyframes(directory=frames, spacing_s=10.0)
-        await get_json(app, "/api/v1/history?since=30m&step=1s")
-        held = app.history.keyframes.frames
-        assert len(held) >= 3
+    _, held = await kept_keyframes(data_dir, 3000, "/api/v1/history?since=30m&step=1s")
+    assert len(held) >= 3
     good, other_config, other_log = (frames / f"{f.position:020d}.snap" for f in held[:3])
     data = other_config.read_bytes()
     projection, _ = decode_snapshot(data, ProjectionConfig())
