@@ -126,8 +126,6 @@ class Compaction:
     base: Base | None
     removed: list[str] = field(default_factory=list)
     created: bool = False
-    #: The new base is a state the live fold held (``HeldState``): nothing was folded for it.
-    held: bool = False
 
 
 def base_dir(data_dir: Path) -> Path:
@@ -359,4 +357,4 @@ async def compact(
             "held by the live fold" if state is not None else "folded to the cut",
             ", ".join(removed) or "nothing",
         )
-        return Compaction(new, removed, created=True, held=state is not None)
+        return Compaction(new, removed, created=True)
