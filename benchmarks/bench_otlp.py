@@ -53,7 +53,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from benchmarks.bench_server import CONNECTIONS, Http, post_concurrently, running_server
-from benchmarks.report import machine, write_json
+from benchmarks.report import finish
 from bus.events import Attributes, Event, IterationCompleted, OtelLog, RunFinished
 from projections.config import ProjectionConfig
 from projections.fold import Projection
@@ -481,12 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     results, notes = _run(args.quick, bodies=None, events=None, repeat=3)
-    print(table(results))
-    for note in notes:
-        print(f"- {note}")
-    meta = machine(quick=args.quick, seconds=round(time.perf_counter() - started, 1), notes=notes)
-    write_json(args.out, meta, results)
-    print(f"wrote {args.out} in {meta['seconds']} s")
+    finish(args.out, table(results), results, notes, quick=args.quick, started=started)
     return 0
 
 

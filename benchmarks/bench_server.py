@@ -64,7 +64,7 @@ from typing import IO, Any, Final
 
 import msgspec
 
-from benchmarks.report import machine, write_json
+from benchmarks.report import finish
 from bus.events import encode_events
 from tests.support.nats import NatsServer, find_nats_server
 from tests.support.workload import mixed_events, write_log
@@ -901,12 +901,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario(s): {', '.join(unknown)}")
     started = time.perf_counter()
     results, notes = _run(args.quick, chosen)
-    print(table(results))
-    for note in notes:
-        print(f"- {note}")
-    meta = machine(quick=args.quick, seconds=round(time.perf_counter() - started, 1), notes=notes)
-    write_json(args.out, meta, results)
-    print(f"wrote {args.out} in {meta['seconds']} s")
+    finish(args.out, table(results), results, notes, quick=args.quick, started=started)
     return 0
 
 
